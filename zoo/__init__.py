@@ -1,0 +1,66 @@
+"""Zoo: pretrained Keras models with verified weights, fine-tuning and serving.
+
+Importing `zoo` is cheap: TensorFlow is imported only by the functions that build
+or run a model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import (
+    CacheError,
+    ChecksumMismatchError,
+    InvalidInputError,
+    ManifestError,
+    ModelNotFoundError,
+    NetworkError,
+    OfflineError,
+    WeightsNotFoundError,
+    ZooError,
+)
+from zoo.fetch import fetch_asset, fetch_weights
+from zoo.registry import get_spec, list_models
+from zoo.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from zoo.imagenet import decode_predictions, preprocess_input
+    from zoo.models import load_model
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "zoo.models",
+    "decode_predictions": "zoo.imagenet",
+    "preprocess_input": "zoo.imagenet",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily imported so that `import zoo` stays fast for the CLI's cheap commands.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+__all__ = [
+    "CacheError",
+    "ChecksumMismatchError",
+    "InvalidInputError",
+    "ManifestError",
+    "ModelNotFoundError",
+    "ModelSpec",
+    "NetworkError",
+    "OfflineError",
+    "WeightsNotFoundError",
+    "ZooError",
+    "decode_predictions",
+    "fetch_asset",
+    "fetch_weights",
+    "get_spec",
+    "list_models",
+    "load_model",
+    "preprocess_input",
+]

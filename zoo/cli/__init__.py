@@ -1,0 +1,1 @@
+"""The `zoo` command line: one module per subcommand, dispatched by `main`."""

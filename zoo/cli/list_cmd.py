@@ -1,0 +1,58 @@
+"""`zoo list [PATTERN] [--task T] [--json]`: the registry as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from zoo.cli.output import format_params, print_json, print_table
+from zoo.fetch import cached_path
+from zoo.registry import list_models
+from zoo.spec import TASKS, ModelSpec
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("list", help="list registered models")
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnet*'")
+    parser.add_argument("--task", choices=TASKS, help="only models of this task")
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+    parser.set_defaults(run=run)
+
+
+def summary(spec: ModelSpec) -> dict[str, object]:
+    size = spec.input.size
+    return {
+        "name": spec.name,
+        "task": spec.task,
+        "family": spec.family,
+        "params": spec.params,
+        "input_size": list(size) if size else spec.input.max_length,
+        "top1": spec.provenance.top1,
+        "top5": spec.provenance.top5,
+        "cached": cached_path(spec.name) is not None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [summary(spec) for spec in list_models(args.pattern, task=args.task)]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print(f"no model matches {args.pattern!r}" + (f" with task {args.task}" if args.task else ""))
+        return 0
+    print_table(
+        ("NAME", "TASK", "PARAMS", "INPUT", "TOP-1", "CACHED"),
+        [
+            (
+                r["name"],
+                r["task"],
+                format_params(r["params"]),  # type: ignore[arg-type]
+                "x".join(map(str, r["input_size"])) if isinstance(r["input_size"], list)
+                else f"{r['input_size']} tokens",
+                f"{r['top1']:.1f}" if r["top1"] is not None else "-",
+                "yes" if r["cached"] else "",
+            )
+            for r in rows
+        ],
+    )
+    return 0

@@ -1,0 +1,63 @@
+"""Entry point of the `zoo` command: parse, dispatch, and turn errors into one line.
+
+Exit status: 0 on success, 1 on a failure (one line on stderr naming the problem and
+the fix), 2 on bad usage. Subcommand modules import TensorFlow only inside the
+commands that run a model, so `zoo list|info|fetch|cache` answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from zoo.cli import cache_cmd, fetch_cmd, info_cmd, list_cmd
+from zoo.errors import ZooError
+
+COMMANDS = (list_cmd, info_cmd, fetch_cmd, cache_cmd)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line naming the problem and pointing at the help, exit 2 (bad usage).
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="zoo",
+        description="Pretrained Keras models with verified weights: list, fetch, fine-tune, serve.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is tried")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    for module in COMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up banner is noise on a command line; warnings still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="zoo: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.run(args))
+    except ZooError as e:
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0  # `zoo list | head`
+
+
+if __name__ == "__main__":
+    sys.exit(main())
