@@ -2,17 +2,24 @@
 
 `place_file` tries each source in turn (https URLs, `file://` URLs, local paths) and
 only ever writes `<dest>.incomplete` under a per-file lock; the bytes are hashed while
-they stream, checked against the pinned checksum, fsync'd, then atomically renamed to
+they stream, checked against the pinned checksum, then atomically renamed to
 `dest`. A crash at any point leaves at worst an `.incomplete` file, which the next
 attempt resumes with an HTTP Range request. Nothing at a final cache path is ever
 partial or unverified.
+
+There is no fsync before the rename: every cache hit is re-verified against its
+checksum, so a file torn by a power cut is caught and fetched again, and skipping the
+flush keeps large downloads at wire speed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -63,35 +70,59 @@ def _local_path(source: str) -> Path:
 
 
 class _Sink:
-    """An `.incomplete` file that hashes what is appended to it."""
+    """An `.incomplete` file that hashes what is appended to it.
+
+    Hashing runs on its own thread (hashlib releases the GIL), overlapping the socket
+    reads and disk writes instead of adding to them: md5 alone runs at ~600 MB/s here,
+    slower than loopback HTTP.
+    """
 
     def __init__(self, path: Path, checksum: Checksum | None):
         self.path = path
         self.algorithm = checksum.algorithm if checksum else "sha256"
-        self.hasher = cache.new_hasher(self.algorithm)
         self.file = open(path, "ab")
         self.size = self.file.tell()
+        self._start_hasher()
         if self.size:  # resuming: the bytes already on disk are part of the digest
             with open(path, "rb") as f:
                 while chunk := f.read(cache.HASH_CHUNK):
-                    self.hasher.update(chunk)
+                    self._queue.put(chunk)
+
+    def _start_hasher(self) -> None:
+        self.hasher = cache.new_hasher(self.algorithm)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self._thread = threading.Thread(
+            target=self._hash_loop, args=(self.hasher, self._queue), daemon=True
+        )
+        self._thread.start()
+
+    @staticmethod
+    def _hash_loop(hasher: hashlib._Hash, chunks: queue.Queue[bytes | None]) -> None:
+        while (chunk := chunks.get()) is not None:
+            hasher.update(chunk)
+
+    def _stop_hasher(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
-        self.hasher.update(data)
+        self._queue.put(data)
         self.size += len(data)
 
     def restart(self) -> None:
+        self._stop_hasher()
         self.file.seek(0)
         self.file.truncate()
-        self.hasher = cache.new_hasher(self.algorithm)
         self.size = 0
+        self._start_hasher()
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """Close the file; return the hex digest of everything in it."""
         if not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
             self.file.close()
+            self._stop_hasher()
+        return self.hasher.hexdigest()
 
 
 def _backoff(attempt: int) -> None:
@@ -210,8 +241,7 @@ def _fetch_one(source: str, dest: Path, entry: FileEntry, progress: Progress | N
             sink.close()  # not resumable (or interrupted by the user): leave nothing
             partial.unlink(missing_ok=True)
             raise
-        sink.close()
-        digest = sink.hasher.hexdigest()
+        digest = sink.close()
         bad_size = entry.size is not None and sink.size != entry.size
         if bad_size or (expected is not None and digest != expected.value):
             partial.unlink(missing_ok=True)
