@@ -97,7 +97,7 @@ _image("convnext_xlarge", "ConvNeXtXLarge", "convnext", 224, "none", 350196968, 
 # MobileNet v1: alpha in {0.25, 0.5, 0.75, 1.0} x resolution in {128, 160, 192, 224}.
 _MOBILENET = _ARXIV + "1704.04861"
 _image("mobilenet", "MobileNet", "mobilenet", 224, "tf", 4253864, _MOBILENET, 70.4, 89.5)
-for _alpha, _params in ((0.25, 0), (0.5, 0), (0.75, 0), (1.0, 4253864)):
+for _alpha, _params in ((0.25, 475544), (0.5, 1342536), (0.75, 2601976), (1.0, 4253864)):
     for _rows in (128, 160, 192, 224):
         if (_alpha, _rows) == (1.0, 224):
             continue  # that is `mobilenet` itself
@@ -110,7 +110,7 @@ for _alpha, _params in ((0.25, 0), (0.5, 0), (0.75, 0), (1.0, 4253864)):
 # MobileNetV2: alpha in {0.35, 0.5, 0.75, 1.0, 1.3, 1.4} x resolution in {96, ..., 224}.
 _MOBILENET_V2 = _ARXIV + "1801.04381"
 _image("mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, "tf", 3538984, _MOBILENET_V2, 71.3, 90.1)
-for _alpha, _params in ((0.35, 0), (0.5, 0), (0.75, 0), (1.0, 3538984), (1.3, 0), (1.4, 0)):
+for _alpha, _params in ((0.35, 1691208), (0.5, 1987224), (0.75, 2663064), (1.0, 3538984), (1.3, 5431048), (1.4, 6156712)):
     for _rows in (96, 128, 160, 192, 224):
         if (_alpha, _rows) == (1.0, 224):
             continue  # that is `mobilenet_v2` itself
@@ -125,8 +125,8 @@ for _alpha, _params in ((0.35, 0), (0.5, 0), (0.75, 0), (1.0, 3538984), (1.3, 0)
 # MobileNetV3: include their own rescaling layer, so they take raw pixels.
 _MOBILENET_V3 = _ARXIV + "1905.02244"
 _image("mobilenet_v3_large", "MobileNetV3Large", "mobilenet_v3", 224, "none", 5507432, _MOBILENET_V3, 75.6)
-_image("mobilenet_v3_large_075", "MobileNetV3Large", "mobilenet_v3", 224, "none", 0, _MOBILENET_V3, 73.3, alpha=0.75)
-_image("mobilenet_v3_large_minimalistic", "MobileNetV3Large", "mobilenet_v3", 224, "none", 0, _MOBILENET_V3, 72.3, minimalistic=True)
+_image("mobilenet_v3_large_075", "MobileNetV3Large", "mobilenet_v3", 224, "none", 4012616, _MOBILENET_V3, 73.3, alpha=0.75)
+_image("mobilenet_v3_large_minimalistic", "MobileNetV3Large", "mobilenet_v3", 224, "none", 3948688, _MOBILENET_V3, 72.3, minimalistic=True)
 _image("mobilenet_v3_small", "MobileNetV3Small", "mobilenet_v3", 224, "none", 2554968, _MOBILENET_V3, 68.1)
-_image("mobilenet_v3_small_075", "MobileNetV3Small", "mobilenet_v3", 224, "none", 0, _MOBILENET_V3, 65.4, alpha=0.75)
-_image("mobilenet_v3_small_minimalistic", "MobileNetV3Small", "mobilenet_v3", 224, "none", 0, _MOBILENET_V3, 61.9, minimalistic=True)
+_image("mobilenet_v3_small_075", "MobileNetV3Small", "mobilenet_v3", 224, "none", 2051552, _MOBILENET_V3, 65.4, alpha=0.75)
+_image("mobilenet_v3_small_minimalistic", "MobileNetV3Small", "mobilenet_v3", 224, "none", 2056848, _MOBILENET_V3, 61.9, minimalistic=True)
