@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from zoo import cache, config
 from zoo.cli.output import print_json, print_table
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"model": m, "kind": k, "path": str(p), "size": p.stat().st_size}
         for m, p, _, k in _cached_files(args.names)
     ]
@@ -112,8 +113,8 @@ def _remove(args: argparse.Namespace) -> int:
     if args.json:
         print_json(sorted(set(removed)))
     else:
-        for path in sorted(set(removed)):
-            print(f"removed {path}")
+        for victim_name in sorted(set(removed)):
+            print(f"removed {victim_name}")
         if not removed:
             print("nothing cached to remove")
     return 0
