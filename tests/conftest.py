@@ -38,3 +38,41 @@ def zoo_cli_env(**extra: str) -> dict[str, str]:
 
 
 ZOO = [sys.executable, "-m", "zoo.cli.main"]
+
+
+TINY = "mobilenet_v2_035_96"
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Origin URL -> file: TINY's top and no-top weights pretrained on digits, and a
+    1000-class index (the real one cannot be fetched offline)."""
+    import json
+
+    from tests.keras_weights import write_pretrained_on_digits
+    from zoo.manifest import load_manifest
+
+    folder = tmp_path_factory.mktemp("pretrained")
+    top, notop = write_pretrained_on_digits(TINY, folder)
+    index = folder / "imagenet_class_index.json"
+    index.write_text(json.dumps({str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}))
+    entry = load_manifest().model(TINY)
+    return {
+        entry.files["top"].origin: top,
+        entry.files["notop"].origin: notop,
+        load_manifest().asset("imagenet_class_index").origin: index,
+    }
+
+
+@pytest.fixture()
+def weight_server(pretrained_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A local storage server holding TINY's weights, with ZOO_KERAS_MIRROR pointing at it."""
+    from tests.keras_weights import write_mirror
+    from tests.servers.static import StaticServer
+
+    root = tmp_path / "storage"
+    manifest = write_mirror(root, pretrained_tiny, tmp_path / "manifest.json")
+    monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
+    with StaticServer(root) as server:
+        monkeypatch.setenv("ZOO_KERAS_MIRROR", server.url)
+        yield server

@@ -17,6 +17,46 @@ from zoo.manifest import load_manifest
 from zoo.registry import get_spec
 
 
+def photo_batch(size: tuple[int, int], n: int = 32, seed: int = 0):
+    """Random crops of scikit-image's sample photographs, as float pixels 0..255."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.hubble_deep_field()]
+    crops = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 3, min(h, w)))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = Image.fromarray(photo[top : top + side, left : left + side, :3])
+        crops.append(np.asarray(crop.resize(size[::-1]), dtype="float32"))
+    return np.stack(crops)
+
+
+def calibrate_batchnorm(model, spec) -> None:
+    """Set every BatchNorm's moving statistics from real photographs.
+
+    A freshly initialised network has moving mean 0 and variance 1 everywhere, so in
+    inference mode its activations collapse after a few blocks and the features carry
+    nothing. Calibrating on real images (not the fine-tune data) gives the random
+    network usable features, standing in for pretraining in offline tests.
+    """
+    import keras
+
+    from zoo.imagenet import preprocess
+
+    batch = preprocess(photo_batch(spec.input.size), spec.input.preprocessing)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0  # moving stats := this batch's stats
+    model(batch, training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+
+
 def write_legacy_h5(name: str, include_top: bool, path: Path, seed: int = 0) -> Path:
     import h5py
     import keras
@@ -28,6 +68,7 @@ def write_legacy_h5(name: str, include_top: bool, path: Path, seed: int = 0) -> 
     model = application(
         weights=None, include_top=include_top, input_shape=(*spec.input.size, 3), **spec.kwargs
     )
+    calibrate_batchnorm(model, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
@@ -68,3 +109,66 @@ def write_mirror(
         by_origin[url]["size"] = None
     manifest_out.write_text(json.dumps(data, indent=2))
     return manifest_out
+
+
+def digit_pixels(size: int, start: int, count: int):
+    """(images, labels): scikit-learn digits `start..start+count` of each class, RGB 0..255."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, labels = [], []
+    for digit in range(10):
+        for image in digits.images[digits.target == digit][start : start + count]:
+            grey = Image.fromarray((image / 16.0 * 255).astype(np.uint8))
+            images.append(np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR)))
+            labels.append(digit)
+    pixels = np.repeat(np.stack(images)[..., None], 3, axis=-1).astype("float32")
+    return pixels, np.array(labels)
+
+
+def write_pretrained_on_digits(name: str, folder: Path, size: int = 32, epochs: int = 12
+                               ) -> tuple[Path, Path]:
+    """Official-format top and no-top files of `name`, pretrained on real data.
+
+    There are no ImageNet weights offline, so the test "pretraining" is a short run on
+    the first 90 scikit-learn digits of each class (the fine-tune tests use later ones):
+    real learned features, so a frozen-base fine-tune has something to transfer.
+    Returns (top file, no-top file).
+    """
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from zoo.imagenet import preprocess
+
+    spec = get_spec(name)
+    keras.utils.set_random_seed(0)
+    application = getattr(keras.applications, spec.architecture)
+    base = application(weights=None, include_top=False, input_shape=(size, size, 3),
+                       pooling="avg", **spec.kwargs)
+    model = keras.Sequential([keras.Input((size, size, 3)), base,
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    pixels, labels = digit_pixels(size, start=0, count=90)
+    x = preprocess(pixels, spec.input.preprocessing)
+    model.fit(x, labels, epochs=epochs, batch_size=64, verbose=0)
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:  # moving statistics := those of the training data, exactly
+        layer.momentum = 0.0
+    base(x[:512], training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+    top = application(weights=None, include_top=True, input_shape=(*spec.input.size, 3),
+                      **spec.kwargs)
+    trained = {layer.name: layer for layer in base.layers}
+    for layer in top.layers:
+        if layer.weights and layer.name in trained:
+            layer.set_weights(trained[layer.name].get_weights())
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / "top.h5", folder / "notop.h5")
+    for path, network in zip(paths, (top, base), strict=True):
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, network)
+    return paths

@@ -41,13 +41,16 @@ def served(official_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield server
 
 
-def reference_model(include_top: bool):
+def reference_model(official_files, include_top: bool):
+    """The same file loaded by Keras itself, bypassing Zoo."""
     import keras
 
-    keras.utils.set_random_seed(1)
-    return keras.applications.MobileNetV2(
+    model = keras.applications.MobileNetV2(
         weights=None, include_top=include_top, input_shape=(96, 96, 3), alpha=0.35
     )
+    entry = load_manifest().model(MODEL).files["top" if include_top else "notop"]
+    model.load_weights(official_files[entry.origin])
+    return model
 
 
 def images(n: int = 2) -> np.ndarray:
@@ -57,10 +60,10 @@ def images(n: int = 2) -> np.ndarray:
     return np.stack([transform.resize(p, (96, 96), preserve_range=True) for p in photos])
 
 
-def test_load_model_with_top_matches_the_weights_file(served) -> None:
+def test_load_model_with_top_matches_the_weights_file(served, official_files) -> None:
     model = zoo.load_model(MODEL)
     x = zoo.preprocess_input(MODEL, images())
-    expected = reference_model(include_top=True)(x, training=False)
+    expected = reference_model(official_files, include_top=True)(x, training=False)
     np.testing.assert_allclose(model(x, training=False), expected, atol=1e-5)
     decoded = zoo.decode_predictions(np.asarray(expected), top=3)
     best = int(np.argmax(expected[0]))
@@ -68,13 +71,13 @@ def test_load_model_with_top_matches_the_weights_file(served) -> None:
     assert len(decoded) == 2 and len(decoded[0]) == 3
 
 
-def test_feature_extractor_and_new_head(served) -> None:
+def test_feature_extractor_and_new_head(served, official_files) -> None:
     features = zoo.load_model(MODEL, include_top=False, input_shape=(128, 128, 3))
     assert features.output_shape == (None, 1280)
     classifier = zoo.load_model(MODEL, num_classes=10)
     assert classifier.output_shape == (None, 10)
     # The base of the new classifier carries the pretrained (no-top) weights.
-    reference = reference_model(include_top=False)
+    reference = reference_model(official_files, include_top=False)
     first_conv = next(w for w in reference.weights if "Conv1" in w.path)
     loaded = next(w for w in classifier.weights if "Conv1" in w.path)
     np.testing.assert_array_equal(np.asarray(loaded), np.asarray(first_conv))

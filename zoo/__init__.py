@@ -24,15 +24,27 @@ from zoo.registry import get_spec, list_models
 from zoo.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from zoo.finetuning import FineTuneResult, finetune
     from zoo.imagenet import decode_predictions, preprocess_input
     from zoo.models import load_model
+    from zoo.prediction import ImageClassifier, Prediction, predict
+    from zoo.text import TextEncoder, embed, load_encoder, most_similar
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": "zoo.models",
+    "finetune": "zoo.finetuning",
+    "FineTuneResult": "zoo.finetuning",
+    "predict": "zoo.prediction",
+    "Prediction": "zoo.prediction",
+    "ImageClassifier": "zoo.prediction",
     "decode_predictions": "zoo.imagenet",
     "preprocess_input": "zoo.imagenet",
+    "embed": "zoo.text",
+    "most_similar": "zoo.text",
+    "load_encoder": "zoo.text",
+    "TextEncoder": "zoo.text",
 }
 
 
@@ -47,20 +59,29 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CacheError",
+    "FineTuneResult",
+    "ImageClassifier",
+    "Prediction",
     "ChecksumMismatchError",
     "InvalidInputError",
     "ManifestError",
     "ModelNotFoundError",
     "ModelSpec",
     "NetworkError",
+    "TextEncoder",
     "OfflineError",
     "WeightsNotFoundError",
     "ZooError",
     "decode_predictions",
+    "embed",
     "fetch_asset",
     "fetch_weights",
+    "finetune",
     "get_spec",
     "list_models",
+    "load_encoder",
     "load_model",
+    "most_similar",
+    "predict",
     "preprocess_input",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from zoo import finetuned
 from zoo.errors import InvalidInputError
 from zoo.fetch import fetch_weights
 from zoo.registry import get_spec
@@ -70,8 +71,12 @@ def load_model(
 
     Image models: the ImageNet classifier by default; `include_top=False` gives the
     pooled feature extractor (any input size); `num_classes=N` puts a new, untrained
-    N-way head on the pretrained base. Text models: the keras-hub backbone.
+    N-way head on the pretrained base. Text models: the keras-hub backbone. A fine-tuned
+    model's folder (or the name it was recorded under) loads that model, in safe mode.
     """
+    folder = finetuned.resolve(name)
+    if folder is not None:
+        return finetuned.load(folder)
     spec = get_spec(name)
     if spec.is_image:
         return _image_model(spec, include_top, num_classes, input_shape)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 
 from zoo.cli.output import format_params, print_json, print_table
 from zoo.fetch import cached_path
+from zoo.finetuned import list_local
 from zoo.registry import list_models
 from zoo.spec import TASKS, ModelSpec
 
@@ -14,6 +16,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("list", help="list registered models")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnet*'")
     parser.add_argument("--task", choices=TASKS, help="only models of this task")
+    parser.add_argument("--local", action="store_true", help="list fine-tuned models instead")
     parser.add_argument("--json", action="store_true", help="print a JSON array")
     parser.set_defaults(run=run)
 
@@ -32,7 +35,25 @@ def summary(spec: ModelSpec) -> dict[str, object]:
     }
 
 
+def run_local(args: argparse.Namespace) -> int:
+    rows = [r for r in list_local() if fnmatch.fnmatchcase(r["name"], args.pattern)]
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print("no fine-tuned models yet; make one with `zoo finetune BASE --data DIR --out DIR`")
+    else:
+        print_table(
+            ("NAME", "TASK", "BASE", "CLASSES", "ACCURACY", "PATH"),
+            [(r["name"], r["task"], r["base"], r["classes"],
+              f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-", r["path"])
+             for r in rows],
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.local:
+        return run_local(args)
     rows = [summary(spec) for spec in list_models(args.pattern, task=args.task)]
     if args.json:
         print_json(rows)

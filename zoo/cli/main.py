@@ -13,10 +13,21 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo.cli import cache_cmd, fetch_cmd, info_cmd, list_cmd
+from zoo.cli import (
+    cache_cmd,
+    embed_cmd,
+    fetch_cmd,
+    finetune_cmd,
+    info_cmd,
+    list_cmd,
+    predict_cmd,
+    similar_cmd,
+)
 from zoo.errors import ZooError
 
-COMMANDS = (list_cmd, info_cmd, fetch_cmd, cache_cmd)
+COMMANDS = (
+    list_cmd, info_cmd, fetch_cmd, cache_cmd, finetune_cmd, predict_cmd, embed_cmd, similar_cmd
+)
 
 
 class _Parser(argparse.ArgumentParser):

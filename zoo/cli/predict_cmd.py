@@ -1,0 +1,44 @@
+"""`zoo predict MODEL IMAGE... [--top-k 5] [--json]`: classify images.
+
+MODEL is a registry name (ImageNet classes), a fine-tuned model's folder, or the name
+it was recorded under.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from zoo.cli.output import print_json
+from zoo.errors import InvalidInputError
+from zoo.quiet import import_tensorflow
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("predict", help="classify images with a registered or fine-tuned model")
+    p.add_argument("model", help="registry name, fine-tuned model folder, or recorded name")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [image for image in args.images if not Path(image).is_file()]
+    if missing:  # before paying for TensorFlow and the model
+        raise InvalidInputError(f"{missing[0]}: no such file")
+    import_tensorflow()
+    from zoo.prediction import classifier
+
+    model = classifier(args.model)
+    results = model.classify(args.images, top_k=args.top_k)
+    if args.json:
+        print_json([{"image": image, "predictions": [asdict(p) for p in preds]}
+                    for image, preds in zip(args.images, results, strict=True)])
+        return 0
+    for image, preds in zip(args.images, results, strict=True):
+        print(f"{image}:")
+        for p in preds:
+            print(f"  {p.score:7.2%}  {p.label}")
+    return 0

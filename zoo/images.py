@@ -1,0 +1,70 @@
+"""Turn image files and bytes into RGB pixel arrays, the same way everywhere.
+
+Fine-tuning, `zoo predict` and the server all decode through here, so a model sees
+the same pixels in training and in serving: Pillow decodes JPEG, PNG, BMP, GIF and
+WebP; EXIF orientation is applied; grey, palette and RGBA images become RGB; the
+result is resized to the model's input size. Pillow releases the GIL while decoding,
+so callers can decode in threads.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from zoo.errors import InvalidInputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+DEFAULT_MAX_PIXELS = 64_000_000  # about 8000 x 8000; beyond that refuse (decompression bombs)
+
+
+def _open(source: str | Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
+    name = source if isinstance(source, (str, Path)) else "image"
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError:
+        raise InvalidInputError(f"{name}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise InvalidInputError(
+            f"{name}: not a readable image (JPEG, PNG, BMP, GIF or WebP expected): {e}"
+        ) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidInputError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,}; resize it first"
+        )
+    return image
+
+
+def decode(
+    source: str | Path | bytes | BinaryIO,
+    size: tuple[int, int] | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array, resized to `size` = (height, width) when given."""
+    image = _open(source, max_pixels)
+    try:
+        image = ImageOps.exif_transpose(image)
+        if image.mode != "RGB":
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                # Composite on white rather than dropping alpha into black backgrounds.
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, rgba)
+            image = image.convert("RGB")
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        name = source if isinstance(source, (str, Path)) else "image"
+        raise InvalidInputError(f"{name}: the image data is corrupt or truncated: {e}") from None
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
