@@ -130,6 +130,21 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(base * 2**attempt, 8.0) * (0.5 + random.random() / 2))
 
 
+def _reason(error: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, in a few words."""
+    while True:
+        inner = error.__cause__ or error.__context__
+        reason = getattr(error, "reason", None)
+        if isinstance(reason, BaseException):
+            inner = reason
+        if inner is None or inner is error:
+            break
+        error = inner
+    text = str(error).rsplit("): ", 1)[-1] if "): " in str(error) else str(error)
+    text = text.strip("()' ")[:160]
+    return f"{type(error).__name__}: {text}"
+
+
 def _download_http(url: str, sink: _Sink, progress: Progress | None) -> None:
     """Stream `url` into `sink`, resuming with Range after resets and truncation."""
     retries = config.max_retries()
@@ -145,9 +160,9 @@ def _download_http(url: str, sink: _Sink, progress: Progress | None) -> None:
             ) as response:
                 status = response.status_code
                 if status in (404, 410):
-                    raise WeightsNotFoundError(f"{url} answered {status} Not Found")
+                    raise WeightsNotFoundError(f"answered {status} Not Found")
                 if status in (401, 403):
-                    raise WeightsNotFoundError(f"{url} answered {status}: access denied")
+                    raise WeightsNotFoundError(f"answered {status}: access denied")
                 if status == 416:  # our partial file is no prefix of theirs: start over
                     sink.restart()
                     last_error = "416 Range Not Satisfiable"
@@ -156,7 +171,7 @@ def _download_http(url: str, sink: _Sink, progress: Progress | None) -> None:
                     last_error = f"HTTP {status}"
                     continue
                 if status not in (200, 206):
-                    raise NetworkError(f"{url} answered HTTP {status}")
+                    raise NetworkError(f"answered HTTP {status}")
                 if status == 200 and sink.size:
                     sink.restart()  # the server ignored Range and sent the whole file
                 if status == 206 and not response.headers.get("Content-Range", "").startswith(
@@ -180,18 +195,18 @@ def _download_http(url: str, sink: _Sink, progress: Progress | None) -> None:
                     continue
                 return
         except (requests.ConnectionError, requests.Timeout) as e:
-            last_error = f"{type(e).__name__}: {e}"
+            last_error = _reason(e)
         except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as e:
             last_error = f"connection broken mid-body: {e}"
         except requests.RequestException as e:
-            raise NetworkError(f"{url}: {e}") from e
+            raise NetworkError(_reason(e)) from e
         log.info("download of %s interrupted (%s); retrying", url, last_error)
-    raise NetworkError(f"{url}: gave up after {retries + 1} attempts ({last_error})")
+    raise NetworkError(f"gave up after {retries + 1} attempts ({last_error})")
 
 
 def _copy_local(path: Path, sink: _Sink, progress: Progress | None) -> None:
     if not path.is_file():
-        raise WeightsNotFoundError(f"{path} does not exist")
+        raise WeightsNotFoundError("no such file")
     sink.restart()
     total = path.stat().st_size
     with open(path, "rb") as f:
