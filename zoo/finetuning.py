@@ -272,8 +272,19 @@ def _callbacks_module() -> Any:
 # --- the recipe --------------------------------------------------------------------------
 
 
-def _features(extractor: Any, pixels_ds: Any) -> np.ndarray:
-    return np.concatenate([np.asarray(extractor(x, training=False)) for x, _ in pixels_ds])
+def compiled_inference(model: Any, size: tuple[int, int]) -> Callable[[Any], Any]:
+    """`model(x, training=False)` as one traced graph for any batch size (eager calls run
+    op by op and cost several times more)."""
+    import tensorflow as tf
+
+    return tf.function(  # type: ignore[no-any-return]
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec((None, *size, 3), tf.float32)],
+    )
+
+
+def _predict_all(call: Callable[[Any], Any], pixels_ds: Any) -> np.ndarray:
+    return np.concatenate([np.asarray(call(x)) for x, _ in pixels_ds])
 
 
 def _load_state(out: Path, resume: bool, identity: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +414,8 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
             KeepBest(hp.patience),
             Checkpoint(checkpoints, phase, state),
             EpochEvents(emit, phase, total, should_stop),
-            keras.callbacks.TensorBoard(str(out / "logs" / f"phase{phase}")),
+            keras.callbacks.TensorBoard(str(out / "logs" / f"phase{phase}"), write_graph=False,
+                                        profile_batch=0),
             *user_callbacks,
         ]
 
@@ -414,8 +426,9 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
         if cached:
             extractor = keras.Sequential([preprocessing_block(spec.input.preprocessing), base])
             started = time.perf_counter()
-            f_train = _features(extractor, to_tf_dataset(dataset.train, size, 64))
-            f_val = _features(extractor, to_tf_dataset(dataset.val, size, 64))
+            extract = compiled_inference(extractor, size)
+            f_train = _predict_all(extract, to_tf_dataset(dataset.train, size, 64))
+            f_val = _predict_all(extract, to_tf_dataset(dataset.val, size, 64))
             emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
                   "shape": list(f_train.shape)})
             trainer = (keras.saving.load_model(checkpoints / "phase1.keras", safe_mode=True)
@@ -469,13 +482,10 @@ def _finish(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParamete
             emit: Callable[[Event], None]) -> FineTuneResult:
     import keras
 
-    from zoo.datasets import to_tf_dataset as batches
-
     # An uncompiled wrapper: the saved model carries no optimizer state, only pixels -> probs
     # (augmentation layers, if any, are no-ops outside training).
     served = keras.Model(model.input, model.output, name=model.name)
-    probs = np.concatenate([np.asarray(served(x, training=False))
-                            for x, _ in batches(dataset.val, size, 64)])
+    probs = _predict_all(compiled_inference(served, size), to_tf_dataset(dataset.val, size, 64))
     metrics = classification_metrics(probs, dataset.val.labels, dataset.classes)
     history = state.get("history", {})
     (out / "plots").mkdir(exist_ok=True)

@@ -1,0 +1,125 @@
+"""Phase-1 fine-tuning: Zoo's feature caching against the plain Keras-guide recipe.
+
+Same data (scikit-learn digits as a PNG folder), same base weights, epochs, batch size,
+learning rate and seed. The baseline is the recipe of the Keras transfer-learning
+guide written out by hand: frozen base called with training=False inside the model,
+`model.fit` on the image dataset every epoch. Zoo computes the frozen base's
+features once and trains the head on them. Prints both times, the ratio and both
+validation accuracies. Goal: >= 10x faster over 10 epochs, accuracy within 1 point.
+
+The base's weights are official-format files pretrained on other digits (there are
+no ImageNet weights offline), served from a local folder mirror.
+
+    .venv/bin/python bench/finetune.py [--model mobilenet_v2_035_96] [--epochs 10] [--per-class 80]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.digits import write_digits  # noqa: E402
+from tests.keras_weights import (  # noqa: E402
+    write_legacy_h5,
+    write_mirror,
+    write_pretrained_on_digits,
+)
+
+
+def keras_guide_baseline(model_name: str, data: Path, size: int, epochs: int, batch: int,
+                         lr: float, seed: int) -> tuple[float, float, float]:
+    """The Keras guide's phase 1, by hand; returns (total s, training s, val accuracy)."""
+    import keras
+
+    import zoo
+    from zoo.datasets import load_image_dataset, to_tf_dataset
+    from zoo.finetuning import preprocessing_block
+
+    spec = zoo.get_spec(model_name)
+    dataset = load_image_dataset(data, (size, size), val_split=0.2, seed=seed)
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    base = zoo.load_model(model_name, include_top=False, input_shape=(size, size, 3))
+    base.trainable = False
+    inputs = keras.Input((size, size, 3))
+    x = preprocessing_block(spec.input.preprocessing)(inputs)
+    x = base(x, training=False)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(len(dataset.classes), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    train = to_tf_dataset(dataset.train, (size, size), batch, shuffle=True, seed=seed)
+    val = to_tf_dataset(dataset.val, (size, size), batch)
+    fit_started = time.perf_counter()
+    history = model.fit(train, validation_data=val, epochs=epochs, verbose=0)
+    done = time.perf_counter()
+    return done - started, done - fit_started, float(history.history["val_accuracy"][-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v2_035_96")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--per-class", type=int, default=80)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--random-weights", action="store_true",
+                        help="skip the digit pretraining (speed only; accuracies then mean little)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="zoo-bench-ft-"))
+    os.environ["ZOO_HOME"] = str(work / "home")
+    import zoo
+    from zoo.manifest import load_manifest
+
+    if args.random_weights:
+        top = write_legacy_h5(args.model, True, work / "weights" / "top.h5")
+        notop = write_legacy_h5(args.model, False, work / "weights" / "notop.h5")
+    else:
+        top, notop = write_pretrained_on_digits(args.model, work / "weights", size=args.image_size)
+    entry = load_manifest().model(args.model)
+    manifest = write_mirror(work / "mirror", {entry.files["top"].origin: top,
+                                              entry.files["notop"].origin: notop},
+                            work / "manifest.json")
+    os.environ["ZOO_MANIFEST"] = str(manifest)
+    os.environ["ZOO_KERAS_MIRROR"] = str(work / "mirror")
+    data = write_digits(work / "digits", per_class=args.per_class, start=90)
+    common = dict(epochs=args.epochs, batch_size=32, learning_rate=3e-3, seed=0)
+    zoo.fetch_weights(args.model, include_top=False)  # neither side pays for the copy
+
+    base_total, base_train, base_acc = keras_guide_baseline(
+        args.model, data, args.image_size, common["epochs"], 32, 3e-3, 0)
+    marks: dict[str, float] = {}
+
+    def clock(event: dict) -> None:
+        if event["event"] == "phase":
+            marks["phase1"] = time.perf_counter()
+        if event["event"] == "epoch":
+            marks["last_epoch"] = time.perf_counter()
+
+    started = time.perf_counter()
+    result = zoo.finetune(args.model, data, work / "zoo-model", image_size=args.image_size,
+                          patience=0, on_event=clock, **common)
+    zoo_total = time.perf_counter() - started
+    zoo_train = marks["last_epoch"] - marks["phase1"]
+    zoo_acc = float(result.history["val_accuracy"][-1])
+    print(f"{args.model} at {args.image_size} px, {args.epochs} epochs, "
+          f"{10 * args.per_class} digit images (80/20 split), "
+          f"{'random' if args.random_weights else 'digit-pretrained'} base weights")
+    print(f"{'':44}{'phase 1':>9}{'whole run':>11}  val accuracy")
+    print(f"{'keras-guide recipe (model.fit on images)':44}{base_train:8.1f}s{base_total:10.1f}s  {base_acc:.4f}")
+    print(f"{'zoo, features cached (+checkpoints, logs)':44}{zoo_train:8.1f}s{zoo_total:10.1f}s  {zoo_acc:.4f}")
+    print(f"phase-1 speed-up: {base_train / zoo_train:.1f}x (goal >= 10x); whole-run speed-up "
+          f"{base_total / zoo_total:.1f}x (zoo's includes metrics, plots, model card, save)")
+    print(f"accuracy difference: {100 * (zoo_acc - base_acc):+.1f} points (goal within 1)")
+
+
+if __name__ == "__main__":
+    main()
