@@ -1,0 +1,1 @@
+"""Generated gRPC and protobuf code for the zoo.v1 API (make proto)."""
