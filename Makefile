@@ -26,8 +26,9 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check zoo tests bench tools
+	$(VENV)/bin/ruff check zoo tests bench tools server client/zoo_client
 	$(VENV)/bin/mypy zoo
+	cd client && ../$(VENV)/bin/mypy --strict zoo_client
 
 bench: install
 	$(PY) bench/download.py
