@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
+from zoo.cli import remote
+from zoo.cli.remote import RemoteError
+from zoo.errors import InvalidInputError
 from zoo.quiet import import_tensorflow
 
 
@@ -18,7 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("finetune", help="fine-tune a pretrained model on a folder of images or a text file")
     p.add_argument("base", help="registered base model, e.g. mobilenet_v2 or minilm_l6_v2")
     p.add_argument("--data", required=True, help="image folder (one subfolder per class), CSV of path,label, or text CSV/JSONL")
-    p.add_argument("--out", required=True, help="folder for the fine-tuned model")
+    p.add_argument("--out", help="folder for the fine-tuned model (with --server: use --name)")
     p.add_argument("--val-data", help="explicit validation data (same layout as --data)")
     p.add_argument("--val-split", type=float, default=0.2, help="validation share when --val-data is not given (default 0.2)")
     p.add_argument("--epochs", type=int, default=10, help="epochs per phase (default 10)")
@@ -67,7 +71,43 @@ def _human(event: dict[str, Any]) -> str | None:
     return None
 
 
+def run_remote(args: argparse.Namespace) -> int:
+    """Upload the data, start a job on the server, follow it, report the served result."""
+    from pathlib import Path
+
+    name = args.name or (Path(args.out).name if args.out else None)
+    if not name:
+        raise InvalidInputError("with --server, name the result with --name")
+    hyperparameters = {
+        "epochs": args.epochs, "fine_tune_layers": args.fine_tune_layers,
+        "fine_tune_fraction": args.fine_tune_fraction, "batch_size": args.batch_size,
+        "image_size": args.image_size, "learning_rate": args.learning_rate,
+        "augment": args.augment, "val_split": args.val_split, "seed": args.seed,
+        "label_smoothing": args.label_smoothing, "class_weights": args.class_weights,
+        "patience": args.patience,
+    }
+    with remote.client(args) as zoo:
+        job = zoo.finetune(args.base, args.data, name=name, **hyperparameters)
+        print(json.dumps({"event": "job", "id": job.id}) if args.json
+              else f"job {job.id} {job.state} on {args.server}", flush=True)
+        for event in zoo.watch_job(job.id):
+            line = json.dumps(asdict(event)) if args.json else remote.print_job_event(event)
+            if line:
+                print(line, flush=True)
+        job = zoo.get_job(job.id)
+    if job.state != "succeeded":
+        raise RemoteError(f"job {job.id} {job.state}: {job.error or 'see `zoo jobs show`'}")
+    if not args.json:
+        print(f"served as {job.result} version {job.result_version}; try "
+              f"`zoo --server {args.server} predict {job.result} IMAGE`")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.server:
+        return run_remote(args)
+    if not args.out:
+        raise InvalidInputError("--out is required: the folder for the fine-tuned model")
     import_tensorflow()
     from zoo.finetuning import finetune
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 
+from zoo.cli import remote
 from zoo.cli.output import format_params, print_json, print_table
 from zoo.fetch import cached_path
 from zoo.finetuned import list_local
@@ -51,7 +52,29 @@ def run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_remote(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    with remote.client(args) as zoo:
+        models = zoo.list_models("" if args.pattern == "*" else args.pattern, task=args.task)
+    if args.local:
+        models = [m for m in models if m.origin == "finetuned"]
+    if args.json:
+        print_json([asdict(m) for m in models])
+        return 0
+    print_table(
+        ("NAME", "VERSION", "TASK", "PARAMS", "INPUT", "TOP-1", "LOADED"),
+        [(m.name, m.version or "-", m.task, format_params(m.params),
+          "x".join(map(str, m.input_size)) if m.input_size else f"{m.max_length} tokens",
+          f"{m.top1:.1f}" if m.top1 is not None else "-", "yes" if m.loaded else "")
+         for m in models],
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.server:
+        return run_remote(args)
     if args.local:
         return run_local(args)
     rows = [summary(spec) for spec in list_models(args.pattern, task=args.task)]

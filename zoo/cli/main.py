@@ -19,6 +19,7 @@ from zoo.cli import (
     fetch_cmd,
     finetune_cmd,
     info_cmd,
+    jobs_cmd,
     list_cmd,
     predict_cmd,
     similar_cmd,
@@ -26,7 +27,8 @@ from zoo.cli import (
 from zoo.errors import ZooError
 
 COMMANDS = (
-    list_cmd, info_cmd, fetch_cmd, cache_cmd, finetune_cmd, predict_cmd, embed_cmd, similar_cmd
+    list_cmd, info_cmd, fetch_cmd, cache_cmd, finetune_cmd, predict_cmd, embed_cmd, similar_cmd,
+    jobs_cmd,
 )
 
 
@@ -42,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrained Keras models with verified weights: list, fetch, fine-tune, serve.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is tried")
+    parser.add_argument("--server", default=os.environ.get("ZOO_SERVER") or None,
+                        metavar="HOST:PORT",
+                        help="run list/predict/finetune/jobs on a Zoo server (env ZOO_SERVER)")
+    parser.add_argument("--token", default=os.environ.get("ZOO_TOKEN") or None,
+                        help="bearer token for --server (env ZOO_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds each call to --server may take (default 60)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for module in COMMANDS:

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
+from zoo.cli import remote
 from zoo.cli.output import print_json
 from zoo.errors import InvalidInputError
 from zoo.quiet import import_tensorflow
@@ -28,11 +29,14 @@ def run(args: argparse.Namespace) -> int:
     missing = [image for image in args.images if not Path(image).is_file()]
     if missing:  # before paying for TensorFlow and the model
         raise InvalidInputError(f"{missing[0]}: no such file")
-    import_tensorflow()
-    from zoo.prediction import classifier
+    if args.server:
+        with remote.client(args) as zoo:
+            results = zoo.classify(args.model, args.images, top_k=args.top_k)
+    else:
+        import_tensorflow()
+        from zoo.prediction import classifier
 
-    model = classifier(args.model)
-    results = model.classify(args.images, top_k=args.top_k)
+        results = classifier(args.model).classify(args.images, top_k=args.top_k)
     if args.json:
         print_json([{"image": image, "predictions": [asdict(p) for p in preds]}
                     for image, preds in zip(args.images, results, strict=True)])
