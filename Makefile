@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml client/pyproject.toml Makefile
 demo: install
 	$(PY) tools/demo.py
 
-test: install
+# The Node.js client test's packages (tests/test_node_client.py); skipped without npm.
+NODE_STAMP := tests/node/node_modules/.installed
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent && touch $(NODE_STAMP); fi
+
+test: install $(NODE_STAMP)
 	$(PY) -m pytest -q
 
 lint: install
