@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from zoo_api.v1 import (
     finetune_pb2,
     finetune_pb2_grpc,
@@ -15,7 +16,6 @@ from zoo_api.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
-
 from zoo_client import calls, channel, types
 from zoo_client.errors import from_rpc_error
 from zoo_client.inputs import ImageLike, prepared_upload, upload_requests

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from zoo_api.v1 import common_pb2, finetune_pb2, inference_pb2, models_pb2
-
 from zoo_client import types
 from zoo_client.errors import InvalidInput
 from zoo_client.inputs import ImageLike, hyperparameters, image_bytes

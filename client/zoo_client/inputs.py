@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Union
 
 from zoo_api.v1 import finetune_pb2
-
 from zoo_client.errors import InvalidInput
 
 ImageLike = Union[str, "os.PathLike[str]", bytes, Any]  # Any: PIL.Image.Image, numpy.ndarray
