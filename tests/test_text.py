@@ -122,12 +122,14 @@ def test_batch_size_does_not_change_the_vectors(minilm: TextEncoder) -> None:
 
 
 @pytest.mark.slow
-def test_xla_compiled_shapes_agree_with_the_graph(minilm: TextEncoder, monkeypatch) -> None:
-    texts = CANDIDATES[:4]
-    graph = minilm.encode(texts).vectors
-    monkeypatch.setattr(minilm._run, "XLA_AFTER_TOKENS", 0)  # every shape compiles now
-    compiled = minilm.encode(texts).vectors
+def test_xla_compiled_shapes_agree_with_the_graph(minilm: TextEncoder) -> None:
+    texts = CANDIDATES[:4]  # 9 to 12 tokens: one batch of shape (4, 16)
+    assert (4, 16) not in minilm._run.compiled_shapes()
+    graph = minilm.encode(texts, jit_compile=False).vectors
+    compiled = minilm.encode(texts, jit_compile=True).vectors
+    assert (4, 16) in minilm._run.compiled_shapes()
     np.testing.assert_allclose(compiled, graph, atol=1e-5)
+    np.testing.assert_allclose(minilm.encode(texts).vectors, compiled, atol=0)  # stays compiled
 
 
 @pytest.mark.slow

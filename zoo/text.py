@@ -223,12 +223,27 @@ class _Runner:
         count = tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
         return total / (tf.sqrt(count) if self.pooling == "mean_sqrt_len" else count)
 
-    def plan(self, shapes: Sequence[tuple[int, int]]) -> list[bool]:
-        """Count the batches about to run; True for each that should run XLA-compiled."""
+    def plan(self, shapes: Sequence[tuple[int, int]], jit_compile: bool | None) -> list[bool]:
+        """Count the batches about to run; True for each that should run XLA-compiled.
+
+        `jit_compile=True` compiles every shape of the call (and keeps it compiled);
+        False compiles none; None leaves it to the counts.
+        """
         with self._lock:
             for rows, length in shapes:
                 self._tokens[(rows, length)] += rows * length
+                if jit_compile:
+                    self._tokens[(rows, length)] = max(
+                        self._tokens[(rows, length)], self.XLA_AFTER_TOKENS
+                    )
+            if jit_compile is False:
+                return [False] * len(shapes)
             return [self._tokens[s] >= self.XLA_AFTER_TOKENS for s in shapes]
+
+    def compiled_shapes(self) -> set[tuple[int, int]]:
+        """The (rows, length) shapes that run XLA-compiled from now on."""
+        with self._lock:
+            return {s for s, n in self._tokens.items() if n >= self.XLA_AFTER_TOKENS}
 
     def __call__(self, token_ids: np.ndarray, padding_mask: np.ndarray, xla: bool) -> np.ndarray:
         function = self._xla if xla else self._graph
@@ -345,9 +360,19 @@ class TextEncoder:
         return Packed(ids, mask, truncated)
 
     def encode(
-        self, texts: Iterable[str], *, batch_size: int = 32, normalize: bool = True
+        self,
+        texts: Iterable[str],
+        *,
+        batch_size: int = 32,
+        normalize: bool = True,
+        jit_compile: bool | None = None,
     ) -> Embeddings:
-        """Embeddings of `texts` and which of them were truncated (nothing is logged)."""
+        """Embeddings of `texts` and which of them were truncated (nothing is logged).
+
+        `jit_compile`: None (default) XLA-compiles the batch shapes that recur (see
+        `_Runner`); True compiles every shape this call runs, e.g. to warm a server up
+        for the traffic it expects; False runs the uncompiled graph only.
+        """
         items = check_texts(texts)
         batch_size = _check_positive(batch_size, "batch_size")
         pieces = self.tokenize(items)
@@ -360,7 +385,7 @@ class TextEncoder:
         batches = [order[start : start + batch_size] for start in range(0, len(items), batch_size)]
         longest = [int(lengths[b].max()) for b in batches]
         shapes = [(len(b), _length_bucket(n, self.max_length)) for b, n in zip(batches, longest, strict=True)]
-        compiled = self._run.plan(shapes)
+        compiled = self._run.plan(shapes, jit_compile)
         vectors = np.empty((len(items), self.dim), dtype=np.float32)
         for batch, exact, (_, bucket), xla in zip(batches, longest, shapes, compiled, strict=True):
             ids, mask = self._rows([pieces[i] for i in batch], bucket if xla else exact)
