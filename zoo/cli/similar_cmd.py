@@ -47,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table(
-            ["SCORE", "LINE", "TEXT"], [[f"{r['score']:.4f}", r["line"], shorten(r["text"], 100)] for r in rows]
-        )
+        table = [[f"{m.score:.4f}", lines[m.index][0], shorten(m.text, 100)] for m in matches]
+        print_table(["SCORE", "LINE", "TEXT"], table)
     return 0
