@@ -256,6 +256,16 @@ def test_bad_files_are_one_line_errors(content, message, tmp_path: Path, capsys,
         assert err.count("\n") == 1 and re.search(message, err), err
 
 
+def test_lines_from_standard_input(monkeypatch) -> None:
+    import io
+
+    from zoo.cli.text_input import read_lines
+
+    stdin = io.TextIOWrapper(io.BytesIO(b"first\r\n\n  second line \n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert read_lines("-") == [(1, "first"), (3, "  second line ")]
+
+
 def test_folder_instead_of_file(tmp_path: Path, capsys, no_model) -> None:
     assert main(["similar", MODEL, "q", "--file", str(tmp_path)]) == 1
     assert "is a folder" in capsys.readouterr().err
