@@ -91,6 +91,22 @@ def test_phase_two_unfreezes_the_top_but_not_batchnorm(weight_server, digits, tm
     assert result.epochs_run == 4 and result.metrics["accuracy"] >= 0.8
 
 
+def test_augmentation_class_weights_and_label_smoothing_train_on_images(
+    weight_server, digits, tmp_path
+):
+    # Make the data imbalanced: few 0s.
+    for extra in sorted((digits / "0").glob("*.png"))[10:]:
+        extra.unlink()
+    events: list[dict] = []
+    result = zoo.finetune(TINY, digits, tmp_path / "aug", epochs=2, augment=True,
+                          class_weights=True, label_smoothing=0.1, on_event=events.append, **FAST)
+    assert not result.cached_features  # augmentation needs fresh images every epoch
+    assert next(e for e in events if e["event"] == "phase")["cached_features"] is False
+    assert result.meta["data"]["class_counts"]["0"] == 10
+    assert result.meta["hyperparameters"]["class_weights"] is True
+    assert result.metrics["per_class"]["0"]["support"] == 2
+
+
 def test_export_savedmodel_serves_raw_pixels(weight_server, digits, tmp_path):
     import tensorflow as tf
 
