@@ -32,6 +32,10 @@ def _open(source: str | Path | bytes | BinaryIO, max_pixels: int) -> Image.Image
         raise InvalidInputError(
             f"{name}: not a readable image (JPEG, PNG, BMP, GIF or WebP expected): {e}"
         ) from None
+    except Image.DecompressionBombError as e:  # Pillow's own limit, checked from the header
+        raise InvalidInputError(
+            f"{name}: too many pixels, over the limit of {max_pixels:,} ({e}); resize it first"
+        ) from None
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidInputError(
