@@ -22,13 +22,14 @@ from zoo.cli import (
     jobs_cmd,
     list_cmd,
     predict_cmd,
+    serve_cmd,
     similar_cmd,
 )
 from zoo.errors import ZooError
 
 COMMANDS = (
     list_cmd, info_cmd, fetch_cmd, cache_cmd, finetune_cmd, predict_cmd, embed_cmd, similar_cmd,
-    jobs_cmd,
+    jobs_cmd, serve_cmd,
 )
 
 

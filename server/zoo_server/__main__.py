@@ -1,0 +1,10 @@
+"""`python -m zoo_server [flags]` is `zoo serve [flags]`."""
+
+from __future__ import annotations
+
+import sys
+
+from zoo.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["serve", *sys.argv[1:]]))

@@ -1,0 +1,221 @@
+"""Build, start and stop the Zoo gRPC server.
+
+    server, port = create_server("127.0.0.1:0", home=tmp, config=ServerConfig(max_jobs=1))
+    ...
+    server.stop(grace=5)
+
+`create_server` returns a started server (models in `config.preload` already loaded and
+warm) and the port it bound, so tests can ask for port 0. `serve` is what `zoo serve`
+runs: it logs, waits for SIGTERM/SIGINT and shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from zoo import config as zoo_config
+from zoo_api.v1 import finetune_pb2, inference_pb2, models_pb2
+from zoo_server import logs
+from zoo_server.config import ServerConfig
+from zoo_server.datasets import DatasetStore, Limits
+from zoo_server.db import Database
+from zoo_server.handlers import TokenAuth, generic_handler
+from zoo_server.jobs import JobManager
+from zoo_server.logs import log_event
+from zoo_server.metrics import Metrics
+from zoo_server.runtime import CLASSIFY, TEXT_CLASSIFY, TEXT_EMBED, ModelManager
+from zoo_server.services import FineTuneService, Inference, InferenceService, ModelService
+from zoo_server.store import FINETUNED, ModelStore
+
+SERVICES = (
+    models_pb2.DESCRIPTOR.services_by_name["ModelService"],
+    inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
+    finetune_pb2.DESCRIPTOR.services_by_name["FineTuneService"],
+)
+SERVICE_NAMES = tuple(s.full_name for s in SERVICES)
+
+
+def _configure_tensorflow(config: ServerConfig) -> None:
+    if not (config.intra_op_threads or config.inter_op_threads):
+        return
+    from zoo.quiet import import_tensorflow
+
+    import_tensorflow()
+    import tensorflow as tf
+
+    try:
+        if config.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
+        if config.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
+    except RuntimeError as e:  # TensorFlow already initialised in this process
+        log_event("tensorflow_threads_not_set", error=str(e))
+
+
+class ZooServer:
+    """The running server: gRPC, the model manager, the job scheduler, metrics."""
+
+    def __init__(self, config: ServerConfig, home: Path):
+        self.config, self.home = config, home
+        self.metrics = Metrics()
+        self.db = Database(home / "server.db")
+        self.store = ModelStore(home)
+        limits = Limits(config.max_upload_bytes, config.max_extract_bytes,
+                        config.max_extract_files)
+        self.datasets = DatasetStore(home, self.db, limits)
+        self.datasets.cleanup()
+        self.manager = ModelManager(config, self.metrics)
+        self.inference = Inference(config, self.store, self.manager)
+        self.jobs = JobManager(home, self.db, self.store, self.datasets, config)
+        self.metrics.watch_jobs(self.jobs.counts)
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True,
+            experimental_thread_pool=ThreadPoolExecutor(1, thread_name_prefix="health"))
+        options = [
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a second server on the same port must fail to bind
+        ]
+        interceptors: list[grpc.ServerInterceptor] = (
+            [TokenAuth(config.token, self.metrics)] if config.token else [])
+        self.grpc = grpc.server(
+            ThreadPoolExecutor(config.rpc_threads, thread_name_prefix="rpc"),
+            interceptors=interceptors, options=options,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs)
+        servicers = (ModelService(self.store, self.manager), InferenceService(self.inference),
+                     FineTuneService(self.datasets, self.jobs, self.metrics))
+        self.grpc.add_generic_rpc_handlers(
+            tuple(generic_handler(d, s, self.metrics) for d, s in zip(SERVICES, servicers,
+                                                                      strict=True)))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+        self._stopped = threading.Event()
+
+    def bind(self, address: str) -> int:
+        if self.config.tls_cert is not None and self.config.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())])
+            port = self.grpc.add_secure_port(address, credentials)
+        else:
+            port = self.grpc.add_insecure_port(address)
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        self.port = port
+        return port
+
+    def start(self) -> None:
+        if self.config.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            self._metrics_server, _ = start_http_server(
+                self.config.metrics_port, addr=self.config.metrics_host,
+                registry=self.metrics.registry)
+            self.metrics_port = int(self._metrics_server.server_address[1])
+        self.jobs.start()
+        for name in self.config.preload:
+            self.preload(name)
+        self.grpc.start()
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def preload(self, name: str) -> None:
+        resolved = self.store.resolve(name)
+        if resolved.is_image:
+            kind = CLASSIFY
+        elif resolved.origin == FINETUNED:
+            kind = TEXT_CLASSIFY
+        else:
+            kind = TEXT_EMBED
+        self.manager.release(self.manager.acquire(kind, resolved))
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful: refuse new calls, let in-flight ones finish (up to `grace` seconds), ask
+        running jobs to checkpoint and stop (they resume on the next start)."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.grace_s if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        jobs = threading.Thread(target=self.jobs.shutdown, name="jobs-shutdown")
+        jobs.start()
+        self.grpc.stop(grace).wait()
+        jobs.join()
+        self.manager.close()
+        self.inference.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        self.db.close()
+        self._stopped.set()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+
+def create_server(address: str = "127.0.0.1:0", *, home: str | Path | None = None,
+                  config: ServerConfig | None = None) -> tuple[ZooServer, int]:
+    """A started Zoo server listening on `address`, and the port it bound.
+
+    `home` (default: ZOO_HOME) holds the cache, the model store, datasets, jobs and
+    server.db. The server owns its process's ZOO_HOME: with `home` given, the variable is
+    set to it, since the library reads it on every call.
+    """
+    config = config or ServerConfig.from_env()
+    if home is not None:
+        os.environ["ZOO_HOME"] = str(Path(home).expanduser().resolve())
+    root = zoo_config.zoo_home().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    _configure_tensorflow(config)
+    server = ZooServer(config, root)
+    port = server.bind(address)
+    try:
+        server.start()
+    except BaseException:
+        server.stop(0)
+        raise
+    return server, port
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def serve(host: str, port: int, *, home: str | Path | None = None,
+          config: ServerConfig | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (a second signal: at once)."""
+    config = config or ServerConfig.from_env()
+    logs.setup(config.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            log_event("killed", signal=signal.Signals(signum).name)
+            os._exit(130)
+        log_event("signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server, bound = create_server(_address(host, port), home=home, config=config)
+    log_event("serving", address=_address(host, bound), port=bound, home=str(server.home),
+              tls=config.tls_cert is not None, auth=config.token is not None,
+              metrics_port=server.metrics_port, max_batch_size=config.max_batch_size,
+              max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs)
+    while not stop.wait(0.5):
+        pass
+    log_event("shutting_down", grace_s=config.grace_s)
+    server.stop(config.grace_s)
+    log_event("stopped")
+    return 0
