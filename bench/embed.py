@@ -15,7 +15,7 @@ what a long-running process converges to for the shapes it keeps seeing). Each s
 makes one warm-up pass per batch size first; Zoo's is reported as "cold".
 
     .venv/bin/python bench/embed.py --st-python /tmp/refvenv/bin/python [--sentences 256]
-        [--rounds 3] [--batch-sizes 1 32 128] [--modes graph xla]
+        [--rounds 3] [--batch-sizes 1 32 128] [--modes graph xla] [--threads N]
 """
 
 from __future__ import annotations
@@ -85,11 +85,14 @@ def timed(run: Any) -> tuple[float, float]:
 
 
 class StInProcess:
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, threads: int | None = None):
         os.environ["HF_HUB_OFFLINE"] = "1"
         import sentence_transformers
         import torch
         from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)
 
         self.model = SentenceTransformer(model_dir, device="cpu")
         self.info = {
@@ -111,9 +114,9 @@ class StInProcess:
 class StWorker:
     """The same calls, answered by `python bench/embed.py --worker MODEL_DIR` elsewhere."""
 
-    def __init__(self, python: str, model_dir: str):
+    def __init__(self, python: str, model_dir: str, threads: int | None = None):
         self.process = subprocess.Popen(
-            [python, __file__, "--worker", model_dir],
+            [python, __file__, "--worker", model_dir, *(["--threads", str(threads)] if threads else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.info = self._ask({"op": "info"})
@@ -140,8 +143,8 @@ class StWorker:
         self.process.wait(timeout=30)
 
 
-def worker(model_dir: str) -> None:
-    st = StInProcess(model_dir)
+def worker(model_dir: str, threads: int | None) -> None:
+    st = StInProcess(model_dir, threads)
     for line in sys.stdin:  # one JSON request per line, one JSON answer per line
         request = json.loads(line)
         if request["op"] == "info":
@@ -168,11 +171,18 @@ def main() -> None:
         "--modes", nargs="+", choices=tuple(MODES), default=list(MODES),
         help="Zoo without XLA (graph) and with every shape XLA-compiled (xla)",
     )
+    parser.add_argument(
+        "--threads", type=int,
+        help="CPU threads for both (default: each library's own, one per core); 1 compares "
+        "kernels alone and suffers least when other programs share the machine",
+    )
     parser.add_argument("--worker", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker)
+        worker(args.worker, args.threads)
         return
+    if args.threads:  # read when TensorFlow starts
+        os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
 
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -181,6 +191,11 @@ def main() -> None:
     from zoo.quiet import import_tensorflow
 
     import_tensorflow()
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import zoo
     from zoo.fetch import fetch_weights
 
@@ -195,10 +210,10 @@ def main() -> None:
     try:
         import sentence_transformers  # noqa: F401
 
-        st = StInProcess(model_dir)
+        st = StInProcess(model_dir, args.threads)
     except ImportError:
         if args.st_python:
-            st = StWorker(args.st_python, model_dir)
+            st = StWorker(args.st_python, model_dir, args.threads)
     if st is None:
         print("sentence-transformers: not importable and no --st-python; Zoo alone",
               file=sys.stderr)
@@ -236,7 +251,7 @@ def main() -> None:
     rate = {key: [n / statistics.median(t[i] for t in runs) for i in (0, 1)]
             for key, runs in times.items()}
     print(f"{n} sentences, {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.1f}); "
-          f"median of {args.rounds} rounds; {os.cpu_count()} CPUs")
+          f"median of {args.rounds} rounds; {os.cpu_count()} CPUs, threads: {args.threads or 'default'}")
     if st is not None:
         print(f"st: sentence-transformers {st.info['sentence_transformers']}, torch "
               f"{st.info['torch']}, {st.info['threads']} threads")
