@@ -58,7 +58,11 @@ class ServerProcess:
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
         threading.Thread(target=self._drain, daemon=True).start()
-        if not self._serving.wait(180) or self.process.poll() is not None:
+        deadline = time.monotonic() + 180
+        while not self._serving.wait(0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                break
+        if not self._serving.is_set() or self.process.poll() is not None:
             self.process.kill()
             raise RuntimeError("zoo serve did not start:\n" + "".join(self.raw[-40:]))
         serving = self.event("serving")

@@ -11,8 +11,10 @@ runs: it logs, waits for SIGTERM/SIGINT and shuts down gracefully.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +30,7 @@ from zoo_server import logs
 from zoo_server.config import ServerConfig
 from zoo_server.datasets import DatasetStore, Limits
 from zoo_server.db import Database
+from zoo_server.errors import ServerError
 from zoo_server.handlers import TokenAuth, generic_handler
 from zoo_server.jobs import JobManager
 from zoo_server.logs import log_event
@@ -42,6 +45,23 @@ SERVICES = (
     finetune_pb2.DESCRIPTOR.services_by_name["FineTuneService"],
 )
 SERVICE_NAMES = tuple(s.full_name for s in SERVICES)
+
+
+def check_free(address: str) -> None:
+    """Fail with one clear line when the port is taken (gRPC's own failure is a C++ log line
+    and a RuntimeError)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host or "0.0.0.0", int(port)))
+        except OSError as e:
+            raise ServerError(f"cannot listen on {address}: {e.strerror}; is another server "
+                              "running there? (--port)") from None
 
 
 def _configure_tensorflow(config: ServerConfig) -> None:
@@ -105,14 +125,19 @@ class ZooServer:
         self._stopped = threading.Event()
 
     def bind(self, address: str) -> int:
+        check_free(address)
         if self.config.tls_cert is not None and self.config.tls_key is not None:
             credentials = grpc.ssl_server_credentials(
                 [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())])
-            port = self.grpc.add_secure_port(address, credentials)
+            add = functools.partial(self.grpc.add_secure_port, server_credentials=credentials)
         else:
-            port = self.grpc.add_insecure_port(address)
+            add = self.grpc.add_insecure_port
+        try:
+            port = add(address)
+        except RuntimeError as e:
+            raise ServerError(f"cannot listen on {address}: {e}") from None
         if not port:
-            raise OSError(f"cannot listen on {address}")
+            raise ServerError(f"cannot listen on {address}")
         self.port = port
         return port
 
@@ -188,7 +213,7 @@ def create_server(address: str = "127.0.0.1:0", *, home: str | Path | None = Non
     return server, port
 
 
-def _address(host: str, port: int) -> str:
+def address_of(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
@@ -208,8 +233,8 @@ def serve(host: str, port: int, *, home: str | Path | None = None,
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server, bound = create_server(_address(host, port), home=home, config=config)
-    log_event("serving", address=_address(host, bound), port=bound, home=str(server.home),
+    server, bound = create_server(address_of(host, port), home=home, config=config)
+    log_event("serving", address=address_of(host, bound), port=bound, home=str(server.home),
               tls=config.tls_cert is not None, auth=config.token is not None,
               metrics_port=server.metrics_port, max_batch_size=config.max_batch_size,
               max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs)

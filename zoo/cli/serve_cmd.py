@@ -67,11 +67,7 @@ CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "memory_bud
 
 
 def run(args: argparse.Namespace) -> int:
-    from zoo.quiet import import_tensorflow
-
-    import_tensorflow()
     from zoo_server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
-    from zoo_server.server import serve
 
     overrides = {name: getattr(args, name) for name in CONFIG_FLAGS}
     if args.preload:
@@ -80,4 +76,11 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or os.environ.get("ZOO_SERVE_HOST") or DEFAULT_HOST
     port = args.port if args.port is not None else int(os.environ.get("ZOO_SERVE_PORT")
                                                         or DEFAULT_PORT)
+    from zoo_server.server import address_of, check_free, serve
+
+    check_free(address_of(host, port))  # bad settings and a taken port fail before TF loads
+    from zoo.quiet import import_tensorflow
+
+    import_tensorflow()
+
     return serve(host, port, home=args.home, config=config)
