@@ -23,10 +23,10 @@ const zoo = grpc.loadPackageDefinition(
 const require = createRequire(import.meta.url);
 const reflectionProto = join(
   dirname(require.resolve("@grpc/reflection/package.json")),
-  "build/proto/grpc/reflection/v1/reflection.proto",
+  "build/proto/grpc/reflection/v1alpha/reflection.proto",
 );
 const reflection = grpc.loadPackageDefinition(protoLoader.loadSync(reflectionProto, options))
-  .grpc.reflection.v1;
+  .grpc.reflection.v1alpha;  // what grpcio-reflection serves
 
 const credentials = grpc.credentials.createInsecure();
 const unary = (client, method, request) =>
