@@ -334,6 +334,57 @@ def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id):
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def sentiment_csv(per_class: int = 24) -> bytes:
+    good = ["wonderful", "delightful", "brilliant", "lovely", "superb", "great"]
+    bad = ["terrible", "awful", "dreadful", "boring", "horrible", "bad"]
+    things = ["film", "meal", "book", "concert", "hotel", "game", "show", "trip"]
+    rows = ["text,label"]
+    for i in range(per_class):
+        thing = things[i % len(things)]
+        rows.append(f"the {thing} was {good[i % len(good)]} and I enjoyed it,positive")
+        rows.append(f"the {thing} was {bad[i % len(bad)]} and I hated it,negative")
+    return ("\n".join(rows) + "\n").encode()
+
+
+def test_text_job_then_classify_text(served):
+    stubs = served[1]
+    dataset = stubs.finetune.UploadDataset(iter(upload_requests(sentiment_csv(), TEXT_CSV)))
+    assert dataset.examples == 48 and list(dataset.classes) == ["negative", "positive"]
+    error = rpc_error(stubs.finetune.CreateJob, finetune_pb2.CreateJobRequest(
+        base=spec("minilm_l6_v2"), dataset_id=dataset.dataset_id, output_name="sentiment",
+        hyperparameters=finetune_pb2.HyperParameters(fine_tune_layers=2)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    job = stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
+        base=spec("minilm_l6_v2"), dataset_id=dataset.dataset_id, output_name="sentiment",
+        hyperparameters=finetune_pb2.HyperParameters(epochs=20, learning_rate=1e-2, patience=0)))
+    final = wait_job(stubs, job.id)
+    assert final.state == finetune_pb2.SUCCEEDED, final.error
+    response = stubs.inference.ClassifyText(inference_pb2.ClassifyTextRequest(
+        model=spec("sentiment"), texts=["the dinner was superb and I enjoyed it",
+                                        "the museum was dreadful and I hated it",
+                                        "wonderful " * 400], top_k=1))
+    assert response.model.name == "sentiment" and response.model.version == 1
+    assert [r.predictions[0].label for r in response.results[:2]] == ["positive", "negative"]
+    assert response.truncated == 1
+    info = stubs.models.GetModel(models_pb2.GetModelRequest(model=spec("sentiment"))).model
+    assert info.task == 3 and list(info.labels) == ["negative", "positive"]  # TEXT_CLASSIFICATION
+    for request, code in [
+        (inference_pb2.ClassifyTextRequest(model=spec("sentiment")), "INVALID_ARGUMENT"),
+        (inference_pb2.ClassifyTextRequest(model=spec("sentiment"), texts=["ok", " "]),
+         "INVALID_ARGUMENT"),
+        (inference_pb2.ClassifyTextRequest(model=spec("sentiment"), texts=["ok"], top_k=3),
+         "INVALID_ARGUMENT"),
+        (inference_pb2.ClassifyTextRequest(model=spec("sentiment", 2), texts=["ok"]),
+         "NOT_FOUND"),
+    ]:
+        assert rpc_error(stubs.inference.ClassifyText, request).code().name == code
+    error = rpc_error(stubs.inference.Embed, inference_pb2.EmbedRequest(
+        model=spec("sentiment"), texts=["ok"]))
+    assert "minilm_l6_v2" in error.details()
+    loaded = stubs.models.LoadModel(models_pb2.LoadModelRequest(model=spec("sentiment")))
+    assert loaded.model.loaded
+
+
 # Cached features: ~0.3 s an epoch after a ~10 s start, so a job is surely mid-run after
 # its first epoch event.
 SLOW = finetune_pb2.HyperParameters(epochs=200, image_size=32, patience=0)

@@ -74,14 +74,26 @@ def weights_bytes(model: Any) -> int:
 
 
 def estimate_bytes(resolved: Resolved, kind: str) -> int:
-    """Bytes the model's weights will take, before loading it."""
+    """Bytes the model's weights will take, before loading it: the saved model's size for a
+    fine-tune (plus its base encoder for a text classifier, whose file holds the head only),
+    parameters x 4 for a registry model."""
+    params = resolved.spec.params if resolved.spec is not None else None
     if resolved.path is not None:
         try:
-            return (resolved.path / "model.keras").stat().st_size
+            size = (resolved.path / "model.keras").stat().st_size
         except OSError:
-            pass
-    params = resolved.spec.params if resolved.spec is not None else None
+            size = 0
+        return size + (int(params or 0) * 4 if kind == TEXT_CLASSIFY else 0)
     return int(params or 25_000_000) * 4
+
+
+def encoder_base(loaded: Loaded) -> str | None:
+    """The registry text model whose encoder (cached by zoo.text) this model uses."""
+    if loaded.kind == TEXT_EMBED and loaded.resolved.spec is not None:
+        return loaded.resolved.spec.name
+    if loaded.kind == TEXT_CLASSIFY and loaded.resolved.meta is not None:
+        return str(loaded.resolved.meta.get("base"))
+    return None
 
 
 def _features_model(model: Any) -> Any:
@@ -226,10 +238,11 @@ class ModelManager:
     def _evict(self, key: Key, why: str) -> None:
         loaded = self._models.pop(key)
         loaded.batcher.close(wait=False)
-        if loaded.kind == TEXT_EMBED:
+        base = encoder_base(loaded)
+        if base is not None and all(encoder_base(m) != base for m in self._models.values()):
             from zoo.text import unload_encoder
 
-            unload_encoder(loaded.resolved.name)
+            unload_encoder(base)  # no loaded model uses that encoder any more
         log_event("model_unloaded", model=loaded.name, kind=loaded.kind, reason=why)
         self._gauges()
 
@@ -380,5 +393,5 @@ class ModelManager:
         run(["warm up"])
         return Loaded(key, resolved, TEXT_CLASSIFY,
                       self._batcher(key, resolved, TEXT_CLASSIFY, run),
-                      weights_bytes(clf.model), time.perf_counter() - started, clf,
-                      labels=list(clf.labels))
+                      weights_bytes(clf.model) + weights_bytes(clf.encoder.backbone),
+                      time.perf_counter() - started, clf, labels=list(clf.labels))

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,8 @@ class ZooServer:
         if self.config.tls_cert is not None and self.config.tls_key is not None:
             credentials = grpc.ssl_server_credentials(
                 [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())])
-            add = functools.partial(self.grpc.add_secure_port, server_credentials=credentials)
+            add: Callable[[str], int] = functools.partial(self.grpc.add_secure_port,
+                                                          server_credentials=credentials)
         else:
             add = self.grpc.add_insecure_port
         try:
