@@ -270,3 +270,17 @@ def test_node_client_uses_only_the_proto(server, digit_images) -> None:
     assert answer["not_found"] == "NOT_FOUND"
     assert {"zoo.v1.ModelService", "zoo.v1.InferenceService", "zoo.v1.FineTuneService",
             "grpc.health.v1.Health"} <= set(answer["services"])
+
+
+def test_text_classifier_job_and_classify_text(server) -> None:
+    sentiment = ROOT / "tests" / "fixtures" / "sentiment.csv"
+    with ZooClient(server, timeout=120) as zoo:
+        job = zoo.finetune("minilm_l6_v2", sentiment, name="sentiment", epochs=30,
+                           learning_rate=0.01, patience=0)
+        final = zoo.wait(job.id)
+        assert final.state == "succeeded", final.error
+        results = zoo.classify_text("sentiment", ["I loved every minute of it",
+                                                  "Dreadful and boring"], top_k=1)
+        assert [r[0].label for r in results] == ["positive", "negative"]
+        with pytest.raises(zoo_client.InvalidInput):
+            zoo.classify_text("sentiment", [""])
