@@ -176,6 +176,10 @@ def main() -> None:
         help="CPU threads for both (default: each library's own, one per core); 1 compares "
         "kernels alone and suffers least when other programs share the machine",
     )
+    parser.add_argument(
+        "--tokens-per-pass", type=int,
+        help="Zoo: override TextEncoder.TOKENS_PER_PASS (how long texts are split into passes)",
+    )
     parser.add_argument("--worker", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -204,6 +208,8 @@ def main() -> None:
     started = time.perf_counter()
     encoder = zoo.load_encoder(MODEL)
     print(f"zoo: loaded {MODEL} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if args.tokens_per_pass:
+        encoder.TOKENS_PER_PASS = args.tokens_per_pass
     lengths = [len(p) + 2 for p in encoder.tokenize(texts)]
 
     st: StInProcess | StWorker | None = None
@@ -251,7 +257,8 @@ def main() -> None:
     rate = {key: [n / statistics.median(t[i] for t in runs) for i in (0, 1)]
             for key, runs in times.items()}
     print(f"{n} sentences, {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.1f}); "
-          f"median of {args.rounds} rounds; {os.cpu_count()} CPUs, threads: {args.threads or 'default'}")
+          f"median of {args.rounds} rounds; {os.cpu_count()} CPUs, threads: {args.threads or 'default'}; "
+          f"zoo: at most {encoder.TOKENS_PER_PASS} tokens per pass")
     if st is not None:
         print(f"st: sentence-transformers {st.info['sentence_transformers']}, torch "
               f"{st.info['torch']}, {st.info['threads']} threads")

@@ -115,7 +115,8 @@ def test_normalize_false_gives_the_raw_pooled_vectors(minilm: TextEncoder) -> No
 
 @pytest.mark.slow
 def test_batch_size_does_not_change_the_vectors(minilm: TextEncoder) -> None:
-    texts = CANDIDATES + ["short", "a somewhat longer sentence, with a clause or two in it"]
+    long = "many words in a long text " * 60  # 256 tokens: at most 4 texts share its pass
+    texts = [*CANDIDATES, "short", long, "a somewhat longer sentence, with a clause or two"]
     baseline = zoo.embed(minilm, texts, batch_size=32)
     for batch_size in (1, 3):
         np.testing.assert_allclose(zoo.embed(minilm, texts, batch_size=batch_size), baseline, atol=1e-5)

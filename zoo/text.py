@@ -13,7 +13,8 @@ Sentence-Transformers computes it from the same Hugging Face snapshot:
 2. `[CLS] pieces [SEP]`, truncated to the model's maximum length; every truncation is
    counted and logged.
 3. The keras-hub backbone as a compiled TensorFlow function, on batches of texts sorted
-   by length, each padded only to its longest text (see `_Runner` for when XLA compiles).
+   by length, each padded only to its longest text and holding at most
+   `TextEncoder.TOKENS_PER_PASS` tokens (see `_Runner` for when XLA compiles).
 4. Pooling as the snapshot's `1_Pooling/config.json` says (mean over the attention mask
    for MiniLM), else the spec's pooling (`cls` for BERT and DistilBERT); then L2
    normalisation, as the snapshot's `Normalize` module does.
@@ -180,11 +181,11 @@ class _Runner:
     Every batch runs through a `tf.function` traced once for (None, None) shapes: no
     retracing, no compilation, padded only to the batch's longest text. A shape that keeps
     coming back (batch rows x length rounded up by `_length_bucket`) is worth an XLA
-    compilation (about 1-2 s per shape on 2 CPU cores, then up to ~1.8x faster on big
-    batches): once a shape has carried `XLA_AFTER_TOKENS` padded tokens over the life of
-    the process, counting the batches a call is about to run, it runs XLA-compiled at its
-    bucketed length. So a one-off `zoo embed` never waits for XLA, while a server or a big
-    file gets compiled kernels for the shapes it uses most.
+    compilation (1-4 s per shape on 2 CPU cores; then 0.9-1.7x the plain graph's speed in
+    our measurements, most on long texts): once a shape has carried `XLA_AFTER_TOKENS`
+    padded tokens over the life of the process, counting the batches a call is about to
+    run, it runs XLA-compiled at its bucketed length. So a one-off `zoo embed` never waits
+    for XLA, while a server or a big file gets compiled kernels for the shapes it uses most.
     """
 
     XLA_AFTER_TOKENS = 1 << 14
@@ -284,6 +285,14 @@ class TextEncoder:
     threads at once.
     """
 
+    # Long texts go through the model in smaller passes: at most this many (padded) tokens
+    # a pass keeps the activations in cache. Measured on one core: 128 texts of 72 tokens
+    # ran 2.2x faster XLA-compiled in passes of 16 than in one pass of 128, and 128 of 24
+    # tokens 1.4x faster as a plain graph in passes of 32; bench/embed.py at batch 128
+    # went from 0.75-0.95x sentence-transformers' speed to 1.5-1.6x. Short texts still
+    # fill `batch_size`.
+    TOKENS_PER_PASS = 1024
+
     def __init__(self, spec: ModelSpec, snapshot: Path, backbone: keras.Model | None = None):
         if not spec.is_text:
             raise InvalidInputError(
@@ -382,7 +391,13 @@ class TextEncoder:
         # Longest first, as Sentence-Transformers does: each batch holds texts of similar
         # length, so little of it is padding.
         order = np.argsort(-lengths, kind="stable")
-        batches = [order[start : start + batch_size] for start in range(0, len(items), batch_size)]
+        batches = []
+        start = 0
+        while start < len(items):  # order[start] is the longest text left
+            bucket = _length_bucket(int(lengths[order[start]]), self.max_length)
+            rows = max(1, min(batch_size, self.TOKENS_PER_PASS // bucket))
+            batches.append(order[start : start + rows])
+            start += rows
         longest = [int(lengths[b].max()) for b in batches]
         shapes = [(len(b), _length_bucket(n, self.max_length)) for b, n in zip(batches, longest, strict=True)]
         compiled = self._run.plan(shapes, jit_compile)
@@ -462,8 +477,10 @@ def embed(
 
     `model` is a registered text model's name (loaded once, then cached) or a
     `TextEncoder`. With `normalize` (the default) every vector has unit length, so dot
-    products are cosine similarities. Texts longer than the model's maximum length are
-    truncated, and how many were is logged as a warning on the "zoo" logger.
+    products are cosine similarities. `batch_size` is the most texts the model runs at
+    once; long texts run in smaller passes (`TextEncoder.TOKENS_PER_PASS`). The result
+    does not depend on it. Texts longer than the model's maximum length are truncated,
+    and how many were is logged as a warning on the "zoo" logger.
     """
     items = check_texts(texts)  # bad input fails before a model loads
     batch_size = _check_positive(batch_size, "batch_size")
