@@ -1,9 +1,11 @@
 """`make demo`: what Zoo does today, end to end, on embedded defaults.
 
 It runs the real `zoo` command as a user would and prints each command before its
-output: browse the registry, fetch verified weights, fine-tune an image classifier on
-scikit-learn's handwritten digits, classify held-out digits with it, and rank
-sentences with the real all-MiniLM-L6-v2.
+output: browse the registry and fetch verified weights; then start `zoo serve` on
+embedded defaults and, through the typed client, fine-tune an image classifier on
+scikit-learn's handwritten digits and a text classifier on a small bundled sentiment
+set, watch both jobs, classify held-out examples with the served results, embed
+sentences, and shut the server down cleanly.
 
 ImageNet weights come from Google's storage when it can be reached. Where it cannot
 (an air-gapped machine), the demo says so and uses stand-in weights in the official
@@ -16,13 +18,17 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
 BASE = "mobilenet_v2_035_96"
+SENTIMENT = ROOT / "tests" / "fixtures" / "sentiment.csv"
 ZOO = [sys.executable, "-m", "zoo.cli.main"]
 
 
@@ -84,45 +90,99 @@ def main() -> None:
         zoo("fetch", BASE, "--no-top", env=env)
     zoo("cache", "verify", env=env)
 
-    say("Fine-tune on real handwritten digits (scikit-learn), feature caching on")
-    sys.path.insert(0, str(ROOT))
+    say("Start the server: zoo serve (embedded defaults: cache and SQLite under ZOO_HOME)")
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    print(f"$ zoo serve --port {port}", flush=True)
+    server = subprocess.Popen([*ZOO, "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(target)
+        print(f"serving on {target}")
+        through_the_client(target)
+    finally:
+        say("Shut the server down cleanly (SIGTERM: drain, checkpoint, stop)")
+        server.send_signal(signal.SIGTERM)
+        print(f"server exited with status {server.wait(timeout=120)}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(target: str, timeout: float = 180) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.3)
+    raise SystemExit(f"demo: the server at {target} did not come up")
+
+
+def follow(zoo, job) -> None:  # type: ignore[no-untyped-def]
+    for event in zoo.watch_job(job.id):
+        if event.kind == "epoch":
+            acc = event.metrics.get("val_accuracy")
+            print(f"  epoch {event.epoch}/{event.epochs}  loss {event.loss:.3f}"
+                  + (f"  val_accuracy {acc:.3f}" if acc is not None else ""), flush=True)
+        elif event.kind in ("state", "phase") and event.message:
+            print(f"  {event.kind}: {event.message}", flush=True)
+
+
+def through_the_client(target: str) -> None:
     from tests.digits import write_digits
+    from zoo_client import ZooClient
 
     data = write_digits(DEMO / "digits", per_class=60, start=90)
     held_out = write_digits(DEMO / "held-out", per_class=1, start=170)
-    out = DEMO / "digits-classifier"
-    zoo("finetune", BASE, "--data", str(data), "--out", str(out), "--epochs", "8",
-        "--image-size", "32", "--learning-rate", "3e-3", env=env)
+    with ZooClient(target, timeout=300) as zoo:
+        say("Fine-tune an image classifier on real handwritten digits, through zoo_client")
+        print(">>> zoo.finetune('mobilenet_v2_035_96', 'digits/', name='digits', epochs=8, ...)")
+        job = zoo.finetune(BASE, data, name="digits", epochs=8, image_size=32,
+                           learning_rate=3e-3)
+        print(f"job {job.id}: {job.state}")
+        follow(zoo, job)
+        job = zoo.wait(job.id)
+        print(f"job {job.state}: served as {job.result} v{job.result_version}, "
+              f"validation accuracy {job.metrics.get('accuracy', float('nan')):.3f}")
 
-    say("Classify digits the model has never seen")
-    images = [str(held_out / str(d) / "000.png") for d in range(10)]
-    result = zoo("predict", str(out), *images, "--top-k", "1", "--json", env=env, quiet=True)
-    import json
+        say("Classify digits the served model has never seen")
+        images = [held_out / str(d) / "000.png" for d in range(10)]
+        results = zoo.classify("digits", images, top_k=1)
+        right = sum(r[0].label == str(d) for d, r in enumerate(results))
+        for d, r in enumerate(results):
+            print(f"  digit {d}: predicted {r[0].label} ({r[0].score:.0%})")
+        print(f"{right}/10 correct")
 
-    rows = json.loads(result.stdout)
-    right = 0
-    for row in rows:
-        truth = Path(row["image"]).parent.name
-        best = row["predictions"][0]
-        right += best["label"] == truth
-        print(f"  digit {truth}: predicted {best['label']} ({best['score']:.0%})")
-    print(f"{right}/10 correct")
-    zoo("list", "--local", env=env)
+        say("Fine-tune a text classifier on a small bundled sentiment set (real MiniLM)")
+        job = zoo.finetune("minilm_l6_v2", SENTIMENT, name="sentiment", epochs=30,
+                           learning_rate=0.01, patience=0)
+        job = zoo.wait(job.id)
+        print(f"job {job.state}: served as {job.result} v{job.result_version}, "
+              f"validation accuracy {job.metrics.get('accuracy', float('nan')):.3f}")
+        reviews = ["The staff were lovely and the room was spotless",
+                   "It broke after two days and support never answered"]
+        for review, r in zip(reviews, zoo.classify_text("sentiment", reviews, top_k=1),
+                             strict=True):
+            print(f"  {r[0].label:<8} {r[0].score:.0%}  {review}")
 
-    say("Text: sentence embeddings with the real all-MiniLM-L6-v2 (from its offline package)")
-    corpus = DEMO / "sentences.txt"
-    corpus.write_text("\n".join([
-        "The cat sat on the mat.",
-        "A kitten is sleeping on a rug.",
-        "Stock markets fell sharply on Monday.",
-        "The central bank raised interest rates.",
-        "He plays the guitar in a band.",
-    ]) + "\n")
-    zoo("similar", "minilm_l6_v2", "a small cat resting on a carpet", "--file", str(corpus),
-        "--top-k", "3", env=env)
-
-    say("Done")
-    print(f"Fine-tuned model: {out} (model card: {out / 'README.md'})")
+        say("Sentence embeddings over the API")
+        vectors = zoo.embed("minilm_l6_v2", ["a cat on a mat", "a kitten on a rug",
+                                             "interest rates rose"])
+        def cos(a: list[float], b: list[float]) -> float:
+            return sum(x * y for x, y in zip(a, b, strict=True))
+        print(f"  cat~kitten {cos(vectors[0], vectors[1]):.2f}   "
+              f"cat~interest rates {cos(vectors[0], vectors[2]):.2f}")
+        print(f"models now served: {[m.name for m in zoo.list_models() if m.origin == 'finetuned']}")
 
 
 if __name__ == "__main__":
