@@ -276,7 +276,7 @@ def test_create_job_errors(served, dataset_id):
         assert rpc_error(call, request).code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id):
+def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id, monkeypatch):
     stubs = served[1]
     job = stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
         base=spec(), dataset_id=dataset_id, output_name="digits", hyperparameters=FAST))
@@ -324,6 +324,28 @@ def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id):
     error = rpc_error(stubs.finetune.CreateJob, finetune_pb2.CreateJobRequest(
         base=spec("digits"), dataset_id=dataset_id, output_name="again"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # Models made by `zoo finetune` (recorded in the index) are served as version 1 of their
+    # recorded name; the store wins a name both have.
+    import shutil
+
+    from zoo import finetuned
+
+    made = served[2] / "cli-made"
+    shutil.copytree(served[0].home / "models" / "digits" / "1", made)
+    monkeypatch.setenv("ZOO_HOME", str(served[0].home))
+    finetuned.record(made, "cli-made")
+    finetuned.record(made, "digits")
+    cli = stubs.inference.Classify(inference_pb2.ClassifyRequest(
+        model=spec("cli-made"), images=[sevens[0].read_bytes()]))
+    assert cli.model.version == 1 and cli.results[0].predictions[0].label == \
+        first.results[0].predictions[0].label
+    listed = stubs.models.ListModels(models_pb2.ListModelsRequest(pattern="cli-*")).models
+    assert [(m.name, m.version, m.origin) for m in listed] == [
+        ("cli-made", 1, models_pb2.ModelInfo.FINETUNED)]
+    assert stubs.models.GetModel(models_pb2.GetModelRequest(model=spec("digits"))).model.version == 2
+    error = rpc_error(stubs.models.GetModel, models_pb2.GetModelRequest(model=spec("cli-made", 2)))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
 
     jobs = stubs.finetune.ListJobs(finetune_pb2.ListJobsRequest()).jobs
     assert [j.id for j in jobs[:2]] == [second.id, job.id], "newest first"

@@ -66,6 +66,11 @@ class _Call:
         self.code = grpc.StatusCode.OK
 
     def fail(self, error: BaseException, context: grpc.ServicerContext) -> None:
+        if not context.is_active():  # the client cancelled or its deadline passed: not an error
+            remaining = context.time_remaining()
+            self.code = (grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None
+                         and remaining <= 0 else grpc.StatusCode.CANCELLED)
+            context.abort(self.code, "the call ended before the server answered")
         self.code, message = status_for(error)
         if self.code == grpc.StatusCode.INTERNAL:
             log_event("rpc_internal_error", logging.ERROR, exc_info=error, method=self.method,

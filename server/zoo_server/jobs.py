@@ -133,8 +133,11 @@ class JobManager:
             out = self._out(job["id"])
             if job["cancel_requested"]:
                 self._end(job["id"], CANCELLED, "cancelled (the server stopped while it ran)")
-            elif finetuned.is_model_dir(out):
-                self._succeed(job["id"], job["output_name"], out)
+            elif finetuned.is_model_dir(out):  # it finished; the server died before registering
+                try:
+                    self._succeed(job["id"], job["output_name"], out)
+                except Exception as e:
+                    self._end(job["id"], FAILED, f"could not register the finished model: {e}")
             else:
                 self.db.update_job(job["id"], state=QUEUED)
                 self._record(job["id"], "STATE", state=QUEUED,

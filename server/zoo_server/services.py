@@ -7,7 +7,6 @@ model, so bad requests are cheap.
 
 from __future__ import annotations
 
-import fnmatch
 import queue
 import re
 import threading
@@ -230,7 +229,6 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         if request.task and request.task not in TASK_NAMES:
             raise InvalidInputError(f"unknown task {request.task}")
         task = TASK_NAMES.get(request.task)
-        fnmatch.translate(pattern)
         models = self.store.list(pattern, task)
         return models_pb2.ListModelsResponse(models=[self.info(m) for m in models])
 
