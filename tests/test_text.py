@@ -123,6 +123,19 @@ def test_batch_size_does_not_change_the_vectors(minilm: TextEncoder) -> None:
 
 
 @pytest.mark.slow
+def test_one_encoder_serves_several_threads(minilm: TextEncoder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [CANDIDATES[i:] + [QUERY] for i in range(4)]
+    serial = [zoo.embed(MODEL, texts, batch_size=2) for texts in requests]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda texts: zoo.embed(MODEL, texts, batch_size=2), requests))
+    for one, other in zip(serial, parallel, strict=True):
+        np.testing.assert_allclose(one, other, atol=1e-6)
+    assert zoo.load_encoder(MODEL) is minilm
+
+
+@pytest.mark.slow
 def test_xla_compiled_shapes_agree_with_the_graph(minilm: TextEncoder) -> None:
     texts = CANDIDATES[:4]  # 9 to 12 tokens: one batch of shape (4, 16)
     assert (4, 16) not in minilm._run.compiled_shapes()

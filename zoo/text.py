@@ -31,6 +31,7 @@ import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,6 +293,10 @@ class TextEncoder:
     # went from 0.75-0.95x sentence-transformers' speed to 1.5-1.6x. Short texts still
     # fill `batch_size`.
     TOKENS_PER_PASS = 1024
+    # Passes run two at a time (TensorFlow releases the GIL): one pass's many small ops
+    # leave cores idle that the other fills. On 2 cores: +25% sentences/s at batch 32,
+    # +0-24% at batch 128, in the same process, alternating.
+    PARALLEL_PASSES = 2
 
     def __init__(self, spec: ModelSpec, snapshot: Path, backbone: keras.Model | None = None):
         if not spec.is_text:
@@ -402,9 +407,19 @@ class TextEncoder:
         shapes = [(len(b), _length_bucket(n, self.max_length)) for b, n in zip(batches, longest, strict=True)]
         compiled = self._run.plan(shapes, jit_compile)
         vectors = np.empty((len(items), self.dim), dtype=np.float32)
-        for batch, exact, (_, bucket), xla in zip(batches, longest, shapes, compiled, strict=True):
+
+        def run(job: tuple[np.ndarray, int, tuple[int, int], bool]) -> None:
+            batch, exact, (_, bucket), xla = job
             ids, mask = self._rows([pieces[i] for i in batch], bucket if xla else exact)
             vectors[batch] = self._run(ids, mask, xla)
+
+        jobs = list(zip(batches, longest, shapes, compiled, strict=True))
+        if self.PARALLEL_PASSES > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(min(self.PARALLEL_PASSES, len(jobs))) as pool:
+                list(pool.map(run, jobs))  # each pass fills its own rows of `vectors`
+        else:
+            for job in jobs:
+                run(job)
         if normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors /= np.maximum(norms, 1e-12)
