@@ -210,6 +210,8 @@ def main() -> None:
     print(f"zoo: loaded {MODEL} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if args.tokens_per_pass:
         encoder.TOKENS_PER_PASS = args.tokens_per_pass
+    if args.threads:  # concurrent passes would use more threads than the other side gets
+        encoder.PARALLEL_PASSES = min(encoder.PARALLEL_PASSES, args.threads)
     lengths = [len(p) + 2 for p in encoder.tokenize(texts)]
 
     st: StInProcess | StWorker | None = None
@@ -258,7 +260,7 @@ def main() -> None:
             for key, runs in times.items()}
     print(f"{n} sentences, {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.1f}); "
           f"median of {args.rounds} rounds; {os.cpu_count()} CPUs, threads: {args.threads or 'default'}; "
-          f"zoo: at most {encoder.TOKENS_PER_PASS} tokens per pass")
+          f"zoo: at most {encoder.TOKENS_PER_PASS} tokens a pass, {encoder.PARALLEL_PASSES} at a time")
     if st is not None:
         print(f"st: sentence-transformers {st.info['sentence_transformers']}, torch "
               f"{st.info['torch']}, {st.info['threads']} threads")
