@@ -205,3 +205,40 @@ def test_config_from_environment_and_flags():
         ServerConfig(tls_cert=__import__("pathlib").Path("cert.pem"))
     with pytest.raises(InvalidInputError, match="max_batch_size"):
         ServerConfig(max_batch_size=0)
+
+
+def test_batcher_survives_work_its_waiter_already_gave_up_on():
+    gate = threading.Event()
+
+    def blocked(xs):
+        gate.wait(10)
+        return np.array(xs)
+
+    batcher = Batcher("m", blocked, max_batch=1, max_delay_s=0, max_queue=8)
+    try:
+        busy = batcher.submit([0])
+        time.sleep(0.05)
+        expired = batcher.submit([1], deadline=time.monotonic())  # dead on arrival...
+        assert expired.cancel()  # ...and its waiter timed out and cancelled it, as wait_result does
+        gate.set()
+        assert list(busy.result(5)) == [0]
+        assert list(batcher.submit([2]).result(5)) == [2], "the batcher thread is still alive"
+    finally:
+        gate.set()
+        batcher.close()
+
+
+def test_closing_a_batcher_fails_what_it_can_no_longer_run():
+    gate = threading.Event()
+    batcher = Batcher("m", lambda xs: (gate.wait(10), np.array(xs))[1], max_batch=1,
+                      max_delay_s=0, max_queue=8)
+    running = batcher.submit([0])
+    time.sleep(0.05)
+    queued = batcher.submit([1])
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    gate.set()
+    closer.join(10)
+    assert list(running.result(5)) == [0] and list(queued.result(5)) == [1]  # drained first
+    with pytest.raises(ModelUnloadedError):
+        batcher.submit([2])

@@ -94,6 +94,13 @@ class Batcher:
             self._cond.notify_all()
         if wait and threading.current_thread() is not self._thread:
             self._thread.join(timeout=60)
+            with self._cond:  # whatever is left (the thread is gone) must not wait forever
+                while self._queue:
+                    work = self._queue.popleft()
+                    if work.future.set_running_or_notify_cancel():
+                        work.future.set_exception(ModelUnloadedError(
+                            f"{self.name} was unloaded before this request ran; retry"))
+                self._queued = 0
 
     # --- the batcher thread ------------------------------------------------------------------
 
@@ -117,6 +124,8 @@ class Batcher:
                 break
             self._queue.popleft()
             self._queued -= len(work.inputs)
+            if not work.future.set_running_or_notify_cancel():
+                continue  # the waiter gave up (and cancelled it) already
             if work.deadline is not None and now >= work.deadline:
                 work.future.set_exception(RequestDeadlineError(
                     f"{self.name}: the deadline passed after {now - work.enqueued:.3f} s in the "
@@ -125,8 +134,6 @@ class Batcher:
             if work.is_active is not None and not work.is_active():
                 work.future.set_exception(RequestCancelledError("the client cancelled"))
                 continue
-            if not work.future.set_running_or_notify_cancel():
-                continue  # the waiter gave up
             batch.append(work)
             count += len(work.inputs)
         self._gauge()
@@ -134,20 +141,27 @@ class Batcher:
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue and self._closed:
-                    return
-                until = time.monotonic() + self.max_delay
-                while self._should_wait():
-                    remaining = until - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                batch = self._take()
-            if batch:
-                self._execute(batch)
+            batch: list[_Work] = []
+            try:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    if not self._queue and self._closed:
+                        return
+                    until = time.monotonic() + self.max_delay
+                    while self._should_wait():
+                        remaining = until - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                    batch = self._take()
+                if batch:
+                    self._execute(batch)
+            except Exception as e:  # never let the thread die: every waiter would hang
+                log_event("batcher_error", model=self.name, error=repr(e))
+                for work in batch:
+                    if not work.future.done():
+                        work.future.set_exception(e)
 
     def _execute(self, batch: list[_Work]) -> None:
         inputs = [x for work in batch for x in work.inputs]

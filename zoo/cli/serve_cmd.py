@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -83,4 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     import_tensorflow()
 
-    return serve(host, port, home=args.home, config=config)
+    code = serve(host, port, home=args.home, config=config)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # handler threads of calls cut off by the grace period must not keep us
