@@ -83,12 +83,19 @@ class ImageClassifier:
             return image
         return decode(image, self.size)
 
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (one image or a batch) -> float32 input of the compiled call. Pure
+        numpy: the server prepares each image in its decoding threads, beside the model."""
+        x = np.asarray(pixels, dtype=np.float32)
+        return preprocess(x, self.preprocessing) if self.preprocessing is not None else x
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """A `prepare`d (N, H, W, 3) batch -> (N, classes) probabilities, one compiled call."""
+        return np.asarray(self._call(x))
+
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 pixels -> (N, classes) probabilities, one compiled call."""
-        x = batch.astype(np.float32)
-        if self.preprocessing is not None:
-            x = preprocess(x, self.preprocessing)
-        return np.asarray(self._call(x))
+        return self.run(self.prepare(batch))
 
     def top_k(self, probs: np.ndarray, k: int) -> list[list[Prediction]]:
         check_top_k(k, self.num_classes)

@@ -21,7 +21,7 @@ import gc
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -58,6 +58,7 @@ class Loaded:
     size: tuple[int, int] | None = None  # images: (height, width)
     labels: list[str] = field(default_factory=list)
     dim: int = 0  # embeddings
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None  # images: uint8 -> model input
     inflight: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
@@ -318,13 +319,14 @@ class ModelManager:
                 f"{resolved.describe()} is a {resolved.task} model; Classify takes image models")
         clf = ImageClassifier.load(resolved.path if resolved.path is not None else resolved.name)
 
-        def run(pixels: list[np.ndarray]) -> np.ndarray:
-            return clf.probabilities(np.stack(pixels))
+        def run(inputs: list[np.ndarray]) -> np.ndarray:  # prepared in the decoding threads
+            return clf.run(np.stack(inputs))
 
-        run([np.zeros((*clf.size, 3), np.uint8)])  # trace now, not on a client's request
+        run([clf.prepare(np.zeros((*clf.size, 3), np.uint8))])  # trace now, not on a request
         return Loaded(key, resolved, CLASSIFY, self._batcher(key, resolved, CLASSIFY, run),
                       weights_bytes(clf.model), time.perf_counter() - started, clf,
-                      size=tuple(clf.size), labels=clf.labels)  # type: ignore[arg-type]
+                      size=tuple(clf.size), labels=clf.labels,  # type: ignore[arg-type]
+                      prepare=clf.prepare)
 
     def _build_image_features(self, key: Key, resolved: Resolved, started: float) -> Loaded:
         from zoo import finetuned
@@ -346,14 +348,17 @@ class ModelManager:
             mode = resolved.spec.input.preprocessing
         call = _compiled(model, size)
 
-        def run(pixels: list[np.ndarray]) -> np.ndarray:
-            x = np.stack(pixels).astype(np.float32)
-            return np.asarray(call(preprocess(x, mode) if mode else x))
+        def prepare(pixels: np.ndarray) -> np.ndarray:
+            x = np.asarray(pixels, dtype=np.float32)
+            return preprocess(x, mode) if mode else x
 
-        dim = int(run([np.zeros((*size, 3), np.uint8)]).shape[-1])
+        def run(inputs: list[np.ndarray]) -> np.ndarray:
+            return np.asarray(call(np.stack(inputs)))
+
+        dim = int(run([prepare(np.zeros((*size, 3), np.uint8))]).shape[-1])
         return Loaded(key, resolved, IMAGE_EMBED, self._batcher(key, resolved, IMAGE_EMBED, run),
                       weights_bytes(model), time.perf_counter() - started, model, size=size,
-                      dim=dim)
+                      dim=dim, prepare=prepare)
 
     def _build_text_encoder(self, key: Key, resolved: Resolved, started: float) -> Loaded:
         from zoo.text import load_encoder

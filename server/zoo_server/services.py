@@ -117,7 +117,12 @@ class Inference:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def decode_one(self, data: bytes, size: tuple[int, int], what: str) -> np.ndarray:
+    def decode_one(self, data: bytes, loaded: Loaded, what: str) -> np.ndarray:
+        """Encoded bytes -> the model's prepared input (decoded, resized, scaled)."""
+        assert loaded.size is not None and loaded.prepare is not None
+        return loaded.prepare(self.decode(data, loaded.size, what))
+
+    def decode(self, data: bytes, size: tuple[int, int], what: str) -> np.ndarray:
         if not data:
             raise InvalidInputError(f"{what} is empty (0 bytes); send encoded image bytes")
         try:
@@ -127,10 +132,10 @@ class Inference:
             message = message[len("image: "):] if message.startswith("image: ") else message
             raise InvalidInputError(f"{what}: {message}") from None
 
-    def decode_all(self, images: Sequence[bytes], size: tuple[int, int]) -> list[np.ndarray]:
+    def decode_all(self, images: Sequence[bytes], loaded: Loaded) -> list[np.ndarray]:
         if len(images) == 1:  # no hop through the pool for the common single image
-            return [self.decode_one(images[0], size, "images[0]")]
-        futures = [self.pool.submit(self.decode_one, data, size, f"images[{i}]")
+            return [self.decode_one(images[0], loaded, "images[0]")]
+        futures = [self.pool.submit(self.decode_one, data, loaded, f"images[{i}]")
                    for i, data in enumerate(images)]
         try:
             return [f.result() for f in futures]
@@ -148,17 +153,16 @@ class Inference:
 
     def run_images(self, kind: str, resolved: Resolved, images: Sequence[bytes],
                    context: grpc.ServicerContext) -> tuple[Loaded, Any]:
-        """Decode `images` and run them through the model's batcher."""
+        """Decode and prepare `images` (in this thread for one, in the pool for more) and run
+        them through the model's batcher."""
         deadline = deadline_of(context)
-        size = resolved.image_size
-        assert size is not None
-        self.manager.begin_prepare(kind, resolved)
-        try:
-            pixels = self.decode_all(images, size)
-        finally:
-            self.manager.end_prepare(kind, resolved)
         with self.manager.use(kind, resolved, deadline) as loaded:
-            future = loaded.batcher.submit(pixels, deadline, context.is_active)
+            self.manager.begin_prepare(kind, resolved)
+            try:
+                inputs = self.decode_all(images, loaded)
+            finally:
+                self.manager.end_prepare(kind, resolved)
+            future = loaded.batcher.submit(inputs, deadline, context.is_active)
             return loaded, wait_result(future, deadline)
 
 
@@ -366,16 +370,14 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             try:
                 resolved = self.inference.image_model(request.model, "ClassifyStream")
                 k = resolve_top_k(request.top_k, resolved.num_classes)
-                size = resolved.image_size
-                assert size is not None
                 deadline = deadline_of(context)
                 loaded = self.manager.acquire(CLASSIFY, resolved, deadline)
             except Exception as e:
                 fail(rid, e)
                 return
             self.manager.begin_prepare(CLASSIFY, resolved)
-            decoding = self.inference.pool.submit(self.inference.decode_one, request.image, size,
-                                                  "image")
+            decoding = self.inference.pool.submit(self.inference.decode_one, request.image,
+                                                  loaded, "image")
 
             def decoded(f: Future[np.ndarray]) -> None:
                 self.manager.end_prepare(CLASSIFY, resolved)
