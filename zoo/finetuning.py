@@ -277,7 +277,7 @@ def compiled_inference(model: Any, size: tuple[int, int]) -> Callable[[Any], Any
     op by op and cost several times more)."""
     import tensorflow as tf
 
-    return tf.function(  # type: ignore[no-any-return]
+    return tf.function(
         lambda x: model(x, training=False),
         input_signature=[tf.TensorSpec((None, *size, 3), tf.float32)],
     )

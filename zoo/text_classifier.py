@@ -39,8 +39,8 @@ def read_text_dataset(path: str | Path) -> tuple[list[str], list[str]]:
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise InvalidInputError(f"{source} line {line} is not valid UTF-8; save the file as UTF-8") from None
+        bad_line = raw[: e.start].count(b"\n") + 1
+        raise InvalidInputError(f"{source} line {bad_line} is not valid UTF-8; save the file as UTF-8") from None
     if not content.strip():
         raise InvalidInputError(f"{source} is empty; expected rows of text,label")
     rows: list[tuple[int, Any, Any]] = []
