@@ -242,3 +242,67 @@ def test_closing_a_batcher_fails_what_it_can_no_longer_run():
     assert list(running.result(5)) == [0] and list(queued.result(5)) == [1]  # drained first
     with pytest.raises(ModelUnloadedError):
         batcher.submit([2])
+
+
+# --- the model manager: LRU under a memory budget, loads in the background -------------------
+
+
+def fake_manager(monkeypatch, budget_mb: int, build_seconds: float = 0.0, **config):
+    import dataclasses
+
+    from zoo.registry import get_spec
+    from zoo_server.runtime import Loaded, ModelManager
+    from zoo_server.store import Resolved
+
+    manager = ModelManager(ServerConfig(memory_budget_mb=budget_mb, **config))
+
+    def build(key, kind, resolved, started):
+        time.sleep(build_seconds)
+        batcher = Batcher(resolved.name, lambda xs: xs, max_batch=4, max_delay_s=0, max_queue=8)
+        return Loaded(key, resolved, kind, batcher, resolved.spec.params * 4, 0.0, None)
+
+    monkeypatch.setattr(manager, "_build", build)
+    spec = get_spec("mobilenet_v2_035_96")
+
+    def model(name: str, mb: int = 1) -> Resolved:
+        fake = dataclasses.replace(spec, name=name, params=mb * 2**20 // 4)
+        return Resolved(name, 0, "registry", fake.task, fake)
+
+    return manager, model
+
+
+def test_manager_evicts_the_least_recently_used_idle_model(monkeypatch):
+    manager, model = fake_manager(monkeypatch, budget_mb=3)
+    a, b, c, d = (model(n) for n in "abcd")
+    try:
+        for m in (a, b, c):
+            manager.release(manager.acquire("classify", m))
+        manager.release(manager.acquire("classify", a))  # a is now the most recent
+        held = manager.acquire("classify", b)  # in use: cannot be evicted
+        manager.release(manager.acquire("classify", d))
+        assert {k[1] for k in manager.loaded_keys()} == {"a", "b", "d"}, "c was the LRU idle one"
+        from zoo_server.errors import MemoryBudgetError
+
+        with pytest.raises(MemoryBudgetError, match="more than the whole memory budget"):
+            manager.acquire("classify", model("huge", mb=10))
+        busy = [manager.acquire("classify", m) for m in (a, d)]
+        with pytest.raises(MemoryBudgetError, match="held by models in use"):
+            manager.acquire("classify", model("e"))
+        for loaded in (held, *busy):
+            manager.release(loaded)
+        assert manager.unload("a", 0) and not manager.unload("a", 0)
+    finally:
+        manager.close()
+
+
+def test_a_request_waits_for_a_loading_model_then_gets_unavailable(monkeypatch):
+    manager, model = fake_manager(monkeypatch, budget_mb=8, build_seconds=0.6, load_wait_s=0.1)
+    slow = model("slow")
+    try:
+        with pytest.raises(ModelLoadingError, match="still loading"):
+            manager.acquire("classify", slow)
+        time.sleep(0.7)
+        manager.release(manager.acquire("classify", slow))  # loaded meanwhile, in the background
+        assert manager.is_loaded("slow", 0)
+    finally:
+        manager.close()
