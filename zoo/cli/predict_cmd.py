@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from zoo.cli import remote
 from zoo.cli.output import print_json
@@ -26,6 +27,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def show(args: argparse.Namespace, kind: str, inputs: list[str], results: list[Any]) -> int:
+    """Print each input's predictions, as JSON objects keyed by `kind` or as indented lines."""
+    if args.json:
+        print_json([{kind: item, "predictions": [asdict(p) for p in preds]}
+                    for item, preds in zip(inputs, results, strict=True)])
+        return 0
+    for item, preds in zip(inputs, results, strict=True):
+        print(f"{item}:")
+        for p in preds:
+            print(f"  {p.score:7.2%}  {p.label}")
+    return 0
+
+
 def run_text(args: argparse.Namespace) -> int:
     if args.server:
         with remote.client(args) as zoo:
@@ -35,15 +49,7 @@ def run_text(args: argparse.Namespace) -> int:
         from zoo.text_classifier import TextClassifier
 
         results = TextClassifier.load(args.model).classify(args.text, top_k=args.top_k)
-    if args.json:
-        print_json([{"text": text, "predictions": [asdict(p) for p in preds]}
-                    for text, preds in zip(args.text, results, strict=True)])
-        return 0
-    for text, preds in zip(args.text, results, strict=True):
-        print(f"{text}:")
-        for p in preds:
-            print(f"  {p.score:7.2%}  {p.label}")
-    return 0
+    return show(args, "text", args.text, results)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,12 +70,4 @@ def run(args: argparse.Namespace) -> int:
         from zoo.prediction import classifier
 
         results = classifier(args.model).classify(args.images, top_k=args.top_k)
-    if args.json:
-        print_json([{"image": image, "predictions": [asdict(p) for p in preds]}
-                    for image, preds in zip(args.images, results, strict=True)])
-        return 0
-    for image, preds in zip(args.images, results, strict=True):
-        print(f"{image}:")
-        for p in preds:
-            print(f"  {p.score:7.2%}  {p.label}")
-    return 0
+    return show(args, "image", args.images, results)
