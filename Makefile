@@ -32,13 +32,14 @@ test: install $(NODE_STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check zoo tests bench tools server client/zoo_client
-	$(VENV)/bin/mypy zoo
+	$(VENV)/bin/mypy zoo server/zoo_server
 	cd client && ../$(VENV)/bin/mypy --strict zoo_client
 
 bench: install
 	$(PY) bench/download.py
 	$(PY) bench/finetune.py
 	$(PY) bench/embed.py
+	$(PY) bench/serve.py
 
 # The gRPC API's Python code, generated from proto/ into the client package (which the
 # server imports too). CI checks it is fresh (tests/test_proto.py).

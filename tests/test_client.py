@@ -35,7 +35,7 @@ def start_server(home: Path, env: dict[str, str], port: int) -> subprocess.Popen
     return subprocess.Popen(
         [sys.executable, "-m", "zoo.cli.main", "serve", "--host", "127.0.0.1",
          "--port", str(port), "--home", str(home)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
     )
 
 
