@@ -373,6 +373,47 @@ class TextEncoder:
         ids, mask = self._rows(pieces, length)
         return Packed(ids, mask, truncated)
 
+    def _batches(self, pieces: Sequence[list[int]], batch_size: int) -> tuple[list[np.ndarray], list[int]]:
+        """The texts' indices in batches, and each batch's longest packed length.
+
+        Longest first, as Sentence-Transformers does: each batch holds texts of similar
+        length, so little of it is padding. A batch has at most `batch_size` rows and
+        `TOKENS_PER_PASS` tokens at its bucketed length (at least one row).
+        """
+        keep = self.max_length - 2
+        lengths = np.array([min(len(p), keep) + 2 for p in pieces])
+        order = np.argsort(-lengths, kind="stable")
+        batches = []
+        start = 0
+        while start < len(pieces):  # order[start] is the longest text left
+            bucket = _length_bucket(int(lengths[order[start]]), self.max_length)
+            rows = max(1, min(batch_size, self.TOKENS_PER_PASS // bucket))
+            batches.append(order[start : start + rows])
+            start += rows
+        return batches, [int(lengths[b].max()) for b in batches]
+
+    def pack_batches(
+        self, texts: Iterable[str], *, batch_size: int = 32
+    ) -> tuple[list[tuple[np.ndarray, Packed]], list[int]]:
+        """`texts` packed in batches the way `encode` runs them, for a model that takes tokens.
+
+        Returns ([(indices into texts, Packed), ...], indices of the truncated texts): each
+        batch is padded to its longest text, cut at the model's maximum length; a batch's
+        `Packed.truncated` counts its own rows.
+        """
+        items = check_texts(texts)
+        batch_size = _check_positive(batch_size, "batch_size")
+        pieces = self.tokenize(items)
+        keep = self.max_length - 2
+        truncated = [i for i, p in enumerate(pieces) if len(p) > keep]
+        batches, longest = self._batches(pieces, batch_size)
+        packed = []
+        for rows, length in zip(batches, longest, strict=True):
+            ids, mask = self._rows([pieces[i] for i in rows], length)
+            cut = [j for j, i in enumerate(rows) if len(pieces[i]) > keep]
+            packed.append((rows, Packed(ids, mask, cut)))
+        return packed, truncated
+
     def encode(
         self,
         texts: Iterable[str],
@@ -390,20 +431,8 @@ class TextEncoder:
         items = check_texts(texts)
         batch_size = _check_positive(batch_size, "batch_size")
         pieces = self.tokenize(items)
-        keep = self.max_length - 2
-        truncated = [i for i, p in enumerate(pieces) if len(p) > keep]
-        lengths = np.array([min(len(p), keep) + 2 for p in pieces])
-        # Longest first, as Sentence-Transformers does: each batch holds texts of similar
-        # length, so little of it is padding.
-        order = np.argsort(-lengths, kind="stable")
-        batches = []
-        start = 0
-        while start < len(items):  # order[start] is the longest text left
-            bucket = _length_bucket(int(lengths[order[start]]), self.max_length)
-            rows = max(1, min(batch_size, self.TOKENS_PER_PASS // bucket))
-            batches.append(order[start : start + rows])
-            start += rows
-        longest = [int(lengths[b].max()) for b in batches]
+        truncated = [i for i, p in enumerate(pieces) if len(p) > self.max_length - 2]
+        batches, longest = self._batches(pieces, batch_size)
         shapes = [(len(b), _length_bucket(n, self.max_length)) for b, n in zip(batches, longest, strict=True)]
         compiled = self._run.plan(shapes, jit_compile)
         vectors = np.empty((len(items), self.dim), dtype=np.float32)
