@@ -93,6 +93,43 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     plt.close(fig)
 
 
+def _task_lines(meta: dict[str, Any]) -> dict[str, str]:
+    """The model card's lines that differ between image and text classifiers."""
+    hp, training, inputs, data = meta["hyperparameters"], meta["training"], meta["input"], meta["data"]
+    if meta["task"] != "text-classification":
+        use = f"""```bash
+zoo predict {meta['name']} image.jpg --top-k 3
+```
+
+```python
+import zoo
+model = zoo.load_model("{meta['name']}")   # a Keras model; input is raw RGB pixels 0..255
+```"""
+        what = (f"Input: {inputs['size'][0]}x{inputs['size'][1]} RGB, pixel values 0..255\n"
+                f"(the model applies {inputs['preprocessing']!r} preprocessing itself).")
+        recipe = (f"phase 1 trains a new head (global pooling, dropout {hp['dropout']}, dense) on "
+                  f"the\n  frozen base{' from cached features' if training['cached_features'] else ''}")
+        return {"use": use, "input": what, "examples": "images", "recipe": recipe,
+                "dropped": f"{data['skipped']} unreadable file(s) skipped", "layers": "layers"}
+    use = f"""```bash
+zoo predict {meta['name']} --text "your text" --top-k 3
+```"""
+    if inputs.get("kind") == "tokens":
+        what = (f"Input: texts, tokenized with {meta['base']}'s WordPiece vocabulary (at most "
+                f"{inputs['max_length']} tokens; longer texts are truncated). model.keras takes "
+                "`token_ids` and `padding_mask` and holds the fine-tuned backbone, "
+                f"{inputs['pooling']} pooling and the head.")
+    else:
+        what = (f"Input: texts, embedded by {meta['base']} (at most {inputs['max_length']} "
+                "tokens; longer texts are truncated); model.keras is the head that takes its "
+                f"{inputs['size'][0]}-dimensional normalised sentence embeddings.")
+    recipe = (f"phase 1 trains a new head (standardisation, dropout {hp['dropout']}, dense) on\n"
+              "  the frozen base's cached sentence embeddings")
+    return {"use": use, "input": what, "examples": "texts", "recipe": recipe,
+            "dropped": f"{data.get('truncated', 0)} text(s) truncated",
+            "layers": "transformer layers"}
+
+
 def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A README.md for the fine-tuned model directory."""
     hp = meta["hyperparameters"]
@@ -102,6 +139,10 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         for name, m in metrics["per_class"].items()
     )
     counts = ", ".join(f"{k}: {v}" for k, v in meta["data"]["class_counts"].items())
+    task = _task_lines(meta)
+    unfrozen = meta["training"]["unfrozen_layers"]
+    phase2 = (f"phase 2 unfroze the top {unfrozen} {task['layers']} at learning rate "
+              f"{hp['learning_rate'] * hp['fine_tune_lr_factor']:g}" if unfrozen else "no phase 2")
     return f"""# {meta['name']}
 
 A {meta['task']} model fine-tuned with Zoo from **{meta['base']}**
@@ -109,17 +150,9 @@ A {meta['task']} model fine-tuned with Zoo from **{meta['base']}**
 
 ## Use
 
-```bash
-zoo predict {meta['name']} image.jpg --top-k 3
-```
+{task['use']}
 
-```python
-import zoo
-model = zoo.load_model("{meta['name']}")   # a Keras model; input is raw RGB pixels 0..255
-```
-
-Input: {meta['input']['size'][0]}x{meta['input']['size'][1]} RGB, pixel values 0..255
-(the model applies {meta['input']['preprocessing']!r} preprocessing itself).
+{task['input']}
 
 ## Classes
 
@@ -128,11 +161,10 @@ Input: {meta['input']['size'][0]}x{meta['input']['size'][1]} RGB, pixel values 0
 ## Training
 
 - data: `{meta['data']['source']}`; {meta['data']['train_examples']} training and
-  {meta['data']['val_examples']} validation images ({counts});
-  {meta['data']['skipped']} unreadable file(s) skipped
-- recipe: phase 1 trains a new head (global pooling, dropout {hp['dropout']}, dense) on the
-  frozen base{' from cached features' if meta['training']['cached_features'] else ''};
-  {f"phase 2 unfroze the top {meta['training']['unfrozen_layers']} layers at learning rate {hp['learning_rate'] * hp['fine_tune_lr_factor']:g}" if meta['training']['unfrozen_layers'] else 'no phase 2'}
+  {meta['data']['val_examples']} validation {task['examples']} ({counts});
+  {task['dropped']}
+- recipe: {task['recipe']};
+  {phase2}
 - epochs run: {meta['training']['epochs_run']}; batch size {hp['batch_size']}; learning rate
   {hp['learning_rate']:g}; augmentation {'on' if hp['augment'] else 'off'}; label smoothing
   {hp['label_smoothing']}; seed {hp['seed']}
