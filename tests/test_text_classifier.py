@@ -84,3 +84,144 @@ def test_cli_finetune_and_predict_text(tmp_path) -> None:
                                env=env, timeout=300)
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)[0]["predictions"][0]["label"] == "positive"
+
+
+# --- Phase 2: the top of the backbone fine-tuned end to end -------------------------------
+
+TEXTS = ["An absolutely wonderful evening, I loved it", "A dreadful, boring waste of time",
+         "Friendly staff and delicious food, a perfect day",
+         "Rude staff and cold food, a terrible day"]
+
+
+def test_end_to_end_model_matches_the_head_on_embeddings_before_training() -> None:
+    import numpy as np
+
+    from zoo.text_classifier import BACKBONE, _head, end_to_end_model, unfreeze_top
+
+    encoder = zoo.load_encoder("minilm_l6_v2")
+    vectors = encoder.encode(TEXTS).vectors
+    head = _head(encoder.dim, 3, 0.2, vectors.mean(0), vectors.var(0) + 1e-6)
+    model = end_to_end_model(encoder, head)
+    packed = encoder.pack(TEXTS, length=24)  # padded past the longest text: the mask counts
+    probs = np.asarray(model({"token_ids": packed.token_ids, "padding_mask": packed.padding_mask},
+                             training=False))
+    expected = np.asarray(head(vectors, training=False))
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert not np.allclose(expected[0], expected[1], atol=1e-3)  # the comparison can fail
+
+    backbone = model.get_layer(BACKBONE)
+    assert backbone is not encoder.backbone  # training it must not touch the cached encoder
+    assert unfreeze_top(backbone, 99) == 6  # clamped to MiniLM's 6 transformer layers
+    assert unfreeze_top(backbone, 2) == 2
+    trainable = {layer.name for layer in backbone.layers if layer.trainable}
+    assert trainable == {"transformer_layer_4", "transformer_layer_5"}
+    assert all(layer.trainable for layer in encoder.backbone.layers)  # the encoder's untouched
+
+
+def test_fine_tune_layers_trains_the_top_of_minilm_end_to_end_and_resumes(tmp_path: Path) -> None:
+    import keras
+    import numpy as np
+
+    from zoo.text_classifier import BACKBONE, TextClassifier
+
+    encoder = zoo.load_encoder("minilm_l6_v2")
+    original = {name: [np.array(w) for w in encoder.backbone.get_layer(name).get_weights()]
+                for name in ("token_embedding", "transformer_layer_0", "transformer_layer_5")}
+    before = encoder.encode(TEXTS).vectors
+    out = tmp_path / "sentiment-e2e"
+    settings = {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8, "patience": 0,
+                "fine_tune_layers": 1}
+
+    # First run: stopped after phase 2's first epoch, as a server job is when it shuts down.
+    events: list[dict] = []
+    stop = {"now": False}
+
+    def on_event(event: dict) -> None:
+        events.append(event)
+        stop["now"] = event["event"] == "epoch" and event["phase"] == 2
+
+    with pytest.raises(InterruptedError):
+        zoo.finetune("minilm_l6_v2", SENTIMENT, out, on_event=on_event,
+                     should_stop=lambda: stop["now"], **settings)
+    phase2 = [e for e in events if e["event"] == "phase" and e["phase"] == 2]
+    assert len(phase2) == 1 and phase2[0]["unfrozen_layers"] == 1
+    assert phase2[0]["learning_rate"] == pytest.approx(3e-4)
+    assert [(e["phase"], e["epoch"]) for e in events if e["event"] == "epoch"] == \
+        [(1, 1), (1, 2), (2, 3)]
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert (state["phase"], state["epoch"]) == (2, 3)
+    assert not (out / "model.keras").exists()
+
+    # Resumed: phase 2 goes on from its checkpoint, optimizer state included.
+    seen: dict = {}
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["steps_before"] = int(self.model.optimizer.iterations)
+
+        def on_train_end(self, logs=None):
+            seen["model"] = self.model
+
+    events.clear()
+    result = zoo.finetune("minilm_l6_v2", SENTIMENT, out, on_event=events.append, resume=True,
+                          callbacks=[Capture()], **settings)
+    assert "features" not in [e["event"] for e in events]  # phase 1 is not redone
+    assert [e.get("resumed_from_epoch") for e in events if e["event"] == "phase"] == [0, 3]
+    assert [(e["phase"], e["epoch"]) for e in events if e["event"] == "epoch"] == [(2, 4)]
+    assert seen["steps_before"] == 7  # one epoch of 56 texts in batches of 8
+    assert result.epochs_run == 4 and len(result.history["val_loss"]) == 4
+    assert result.metrics["accuracy"] >= 0.85
+    meta = json.loads((out / "zoo.json").read_text())
+    assert meta["input"]["kind"] == "tokens" and meta["training"]["unfrozen_layers"] == 1
+    assert meta["hyperparameters"]["fine_tune_layers"] == 1
+    assert "phase 2 unfroze the top 1 transformer layers" in (out / "README.md").read_text()
+
+    # The top layer learned; everything below it stayed as pretrained; the cached encoder,
+    # which every embedding in this process uses, is untouched.
+    trained = seen["model"].get_layer(BACKBONE)
+    for name, weights in original.items():
+        now = trained.get_layer(name).get_weights()
+        same = all(np.array_equal(a, b) for a, b in zip(weights, now, strict=True))
+        assert same == (name != "transformer_layer_5"), name
+    np.testing.assert_array_equal(encoder.encode(TEXTS).vectors, before)
+
+    # Saved and loaded again, it gives what the trained model gave.
+    classifier = TextClassifier.load(out)
+    assert classifier.takes_tokens
+    probs, truncated = classifier.probabilities(TEXTS + ["great " * 300])
+    assert truncated == [4]
+    packed = encoder.pack(TEXTS)
+    expected = np.asarray(seen["model"]({"token_ids": packed.token_ids,
+                                         "padding_mask": packed.padding_mask}, training=False))
+    np.testing.assert_allclose(probs[:4], expected, atol=1e-5)
+    assert [classifier.labels[i] for i in probs[:4].argmax(1)] == \
+        ["positive", "negative", "positive", "negative"]
+
+    # The server loads it as its own model, not a head on the shared encoder.
+    from zoo_server.config import ServerConfig
+    from zoo_server.runtime import TEXT_CLASSIFY, ModelManager, encoder_base, estimate_bytes
+    from zoo_server.store import Resolved
+
+    resolved = Resolved("sentiment", 1, "finetuned", "text-classification",
+                        zoo.get_spec("minilm_l6_v2"), out, meta)
+    assert estimate_bytes(resolved, TEXT_CLASSIFY) == (out / "model.keras").stat().st_size
+    manager = ModelManager(ServerConfig(memory_budget_mb=2048))
+    try:
+        loaded = manager.acquire(TEXT_CLASSIFY, resolved)
+        served = loaded.batcher.submit(TEXTS[:2]).result(timeout=60)
+        np.testing.assert_allclose(np.stack([p for p, _ in served]), probs[:2], atol=1e-5)
+        assert encoder_base(loaded) is None
+        assert 80e6 < loaded.memory < 120e6  # MiniLM's 22.7M float32 weights, counted once
+        manager.release(loaded)
+    finally:
+        manager.close()
+
+    # And `zoo predict DIR --text` classifies with it.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    predicted = subprocess.run([sys.executable, "-m", "zoo.cli.main", "predict", str(out),
+                                "--text", "I really loved it", "What an awful, miserable day",
+                                "--top-k", "1", "--json"],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    labels = [r["predictions"][0]["label"] for r in json.loads(predicted.stdout)]
+    assert labels == ["positive", "negative"]

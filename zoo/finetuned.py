@@ -4,7 +4,9 @@ A directory holds `model.keras`, `zoo.json` (task, labels, input spec, the base 
 from, hyper-parameters, metrics) and the reports. Every fine-tune is also recorded in
 an index under `ZOO_HOME`, so `zoo list --local` finds it and `zoo predict NAME` works by
 name as well as by path. Models are always loaded in Keras safe mode: a directory
-someone sent you cannot run arbitrary code through a Lambda layer.
+someone sent you cannot run arbitrary code through a Lambda layer. An end-to-end text
+classifier (zoo.json input kind "tokens") holds a keras-hub backbone and Zoo's pooling
+layer, registered classes that `load` imports first (keras_hub, zoo.text_layers).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
 META_FILE = "zoo.json"
 MODEL_FILE = "model.keras"
 FORMAT_VERSION = 1
+# zoo.json's input.kind for a text classifier whose model.keras takes token ids and holds
+# its own fine-tuned backbone (absent, or "embedding": the model is a head on the base's
+# sentence embeddings).
+TOKENS = "tokens"
 
 
 def _index_path() -> Path:
@@ -44,6 +50,11 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION or "labels" not in meta:
         raise InvalidInputError(f"{path} is not a Zoo fine-tuned model (format {FORMAT_VERSION})")
     return dict(meta)
+
+
+def takes_tokens(meta: dict[str, Any] | None) -> bool:
+    """True for an end-to-end text classifier (see zoo.text_classifier)."""
+    return isinstance(meta, dict) and (meta.get("input") or {}).get("kind") == TOKENS
 
 
 def _read_index() -> dict[str, str]:
@@ -104,6 +115,14 @@ def load(folder: str | Path) -> keras.Model:
     import keras
 
     path = Path(folder).expanduser() / MODEL_FILE
+    try:
+        meta = read_meta(folder)
+    except InvalidInputError:
+        meta = None
+    if takes_tokens(meta):  # register the keras-hub backbone and zoo's pooling layers
+        import keras_hub  # noqa: F401
+
+        import zoo.text_layers  # noqa: F401
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError) as e:

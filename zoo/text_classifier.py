@@ -1,10 +1,24 @@
 """Text classifiers on pretrained keras-hub backbones: data, training, loading.
 
-`zoo.finetune(text_model, "data.csv", out)` lands here. The backbone is frozen: each
-text is embedded once with the model's own pooling (zoo.text), and a head
-(standardisation, dropout, dense) is trained on the cached embeddings, which takes
-seconds on a CPU. The output directory has the same layout as an image fine-tune
-(model.keras holds the head; zoo.json names the base whose embeddings it reads).
+`zoo.finetune(text_model, "data.csv", out)` lands here, and trains the way the image
+path does (zoo.finetuning):
+
+1. Phase 1: each text is embedded once with the model's own pooling (zoo.text), and a
+   head (standardisation, dropout, dense) is trained on the cached embeddings, which
+   takes seconds on a CPU. model.keras is then the head alone (zoo.json: input kind
+   "embedding"), and the base's shared encoder embeds every text it classifies.
+2. Phase 2, with `fine_tune_layers=K`: one Keras model, `token_ids` and `padding_mask`
+   -> a copy of the backbone -> the same pooling as a Keras layer (zoo.text_layers) ->
+   the phase-1 head, gives exactly phase 1's probabilities before it trains. The top K
+   transformer layers are unfrozen (embeddings and lower layers stay frozen) and it
+   trains `epochs` more epochs at learning_rate x 0.1 on the texts tokenized to one
+   fixed length (dropout on, as keras-hub's and Hugging Face's classifiers fine-tune).
+   model.keras is then this end-to-end model (input kind "tokens").
+
+Both phases checkpoint every epoch (checkpoints/phase{1,2}.keras, state.json), so
+`resume=True` continues where a run stopped; `should_stop` ends a run after a batch. The
+output directory has the same layout as an image fine-tune; `TextClassifier` loads both
+kinds.
 """
 
 from __future__ import annotations
@@ -17,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +40,12 @@ from zoo.datasets import _stratified_split
 from zoo.errors import InvalidInputError
 from zoo.spec import TEXT_CLASSIFICATION, ModelSpec
 
+if TYPE_CHECKING:
+    from zoo.text import TextEncoder
+
 log = logging.getLogger("zoo")
 Event = dict[str, Any]
+BACKBONE = "backbone"  # the backbone's layer name in an end-to-end text classifier
 
 
 def read_text_dataset(path: str | Path) -> tuple[list[str], list[str]]:
@@ -92,6 +110,55 @@ def _head(dim: int, classes: int, dropout: float, mean: np.ndarray, variance: np
     )
 
 
+
+
+def end_to_end_model(encoder: TextEncoder, head: Any) -> Any:
+    """token_ids, padding_mask -> a copy of the encoder's backbone -> pooling -> `head`.
+
+    The pooling (and L2 normalisation) is `zoo.text_layers.SentenceEmbedding`, computed as
+    `encoder.encode` computes the embeddings the head was trained on, so before any
+    training the model gives what `head(encoder.encode(texts).vectors)` gives. The
+    backbone is a copy named `BACKBONE`: training it leaves the encoder, which zoo.text
+    caches for every embedding this process makes, as it was.
+    """
+    import keras
+
+    from zoo.text_layers import SegmentIds, SentenceEmbedding
+
+    source = encoder.backbone
+    backbone = source.__class__.from_config({**source.get_config(), "name": BACKBONE})
+    backbone.set_weights(source.get_weights())
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    feed = {"token_ids": token_ids, "padding_mask": padding_mask}
+    if isinstance(backbone.input, dict) and "segment_ids" in backbone.input:
+        feed["segment_ids"] = SegmentIds(name="zero_segment_ids")(token_ids)
+    outputs = backbone(feed)
+    hidden = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+    embedding = SentenceEmbedding(encoder.pooling, normalize=True, name="sentence_embedding")(
+        hidden, padding_mask)
+    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, head(embedding),
+                       name="text_classifier")
+
+
+def unfreeze_top(backbone: Any, layers: int) -> int:
+    """Make the top `layers` transformer layers of a keras-hub backbone trainable and freeze
+    everything else in it (embeddings, lower layers, the unused pooler). Returns how many
+    were unfrozen: `layers`, or the backbone's depth if that is smaller.
+
+    keras-hub backbones do not save their inner layers' `trainable` flags, so this is
+    applied again to a model loaded from a checkpoint.
+    """
+    blocks = list(backbone.transformer_layers)
+    count = min(layers, len(blocks))
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = False
+    for layer in blocks[len(blocks) - count:]:
+        layer.trainable = True
+    return count
+
+
 def finetune_text(
     spec: ModelSpec, data: str | Path, out: str | Path, *, epochs: int = 10,
     fine_tune_layers: int = 0, batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
@@ -111,16 +178,12 @@ def finetune_text(
         plot_history,
         write_json,
     )
-    from zoo.text import load_encoder
+    from zoo.text import TextEncoder, load_encoder
 
-    if fine_tune_layers:
-        raise InvalidInputError(
-            "fine-tuning the layers of a text backbone (--fine-tune-layers) is not available "
-            "yet; drop it to train a classifier head on the frozen backbone's embeddings")
     hp = finetuning.HyperParameters(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
-        label_smoothing=label_smoothing, class_weights=class_weights, patience=patience,
-        val_split=val_split, seed=seed)
+        epochs=epochs, fine_tune_layers=fine_tune_layers, batch_size=batch_size,
+        learning_rate=learning_rate, dropout=dropout, label_smoothing=label_smoothing,
+        class_weights=class_weights, patience=patience, val_split=val_split, seed=seed)
     hp.validate()
     if not 0.0 <= val_split < 1.0:
         raise InvalidInputError(f"val_split must be in [0, 1), got {val_split}")
@@ -148,49 +211,131 @@ def finetune_text(
     emit({"event": "data", "classes": classes, "train": int(len(train_idx)),
           "val": int(len(val_idx)), "skipped": []})
 
-    encoder = load_encoder(spec.name)
-    started = time.perf_counter()
-    embedded = encoder.encode(texts, batch_size=64)
-    if embedded.truncated:
-        log.warning("%d text(s) longer than %d tokens were truncated", len(embedded.truncated),
-                    encoder.max_length)
-    emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
-          "shape": list(embedded.vectors.shape), "truncated": len(embedded.truncated)})
-    x = embedded.vectors
-    x_train, x_val = x[train_idx], x[val_idx]
-    n = len(classes)
-    y_train = np.eye(n, dtype="float32")[labels[train_idx]]
-    y_val = np.eye(n, dtype="float32")[labels[val_idx]]
-
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoints = out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
     identity = {"base": spec.name, "data": str(Path(data).resolve()), "classes": classes,
                 "hyperparameters": asdict(hp)}
     state = finetuning._load_state(out, resume, identity)
-    start = state.get("epoch", 0) if state.get("phase") == 1 else 0
+    done_phase, done_epoch = state.get("phase", 0), state.get("epoch", 0)
+    phase2 = hp.fine_tune_layers > 0
+    # A run that goes on to phase 2 marks phase 1 finished (its best head saved), so a
+    # resumed run never trains the head again.
+    phase1_done = done_phase == 2 or bool(state.get("phase1_done"))
+    n = len(classes)
+    y_train = np.eye(n, dtype="float32")[labels[train_idx]]
+    y_val = np.eye(n, dtype="float32")[labels[val_idx]]
+    weights = finetuning._balanced_weights(labels[train_idx], n) if class_weights else None
     keras.utils.set_random_seed(seed)
     EpochEvents, Checkpoint, KeepBest = finetuning._callbacks_module()
-    if start:
-        head = keras.saving.load_model(out / "checkpoints" / "phase1.keras", safe_mode=True)
-    else:
-        head = _head(x.shape[1], n, dropout, x_train.mean(0), x_train.var(0) + 1e-6)
-        finetuning._compile(head, learning_rate, label_smoothing, n)
-    emit({"event": "phase", "phase": 1, "cached_features": True, "resumed_from_epoch": start})
-    weights = finetuning._balanced_weights(labels[train_idx], n) if class_weights else None
-    head.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, initial_epoch=start,
-             batch_size=batch_size, class_weight=weights, shuffle=True, verbose=0,
-             callbacks=[KeepBest(patience), Checkpoint(out / "checkpoints", 1, state),
-                        EpochEvents(emit, 1, epochs, should_stop),
-                        keras.callbacks.TensorBoard(str(out / "logs" / "phase1"),
-                                                    write_graph=False, profile_batch=0),
-                        *(callbacks or [])])
-    if should_stop and should_stop():
-        emit({"event": "stopped", "epoch": state.get("epoch", 0)})
-        raise InterruptedError("fine-tune stopped on request; resume with resume=True")
 
-    # An uncompiled functional copy: the saved file carries no optimizer state.
-    embedding = keras.Input((x.shape[1],), name="embedding")
-    served = keras.Model(embedding, head(embedding), name="text_classifier")
-    probs = np.asarray(served(x_val, training=False))
+    def fit_callbacks(phase: int, total: int) -> list[Any]:
+        return [KeepBest(patience), Checkpoint(checkpoints, phase, state),
+                EpochEvents(emit, phase, total, should_stop),
+                keras.callbacks.TensorBoard(str(out / "logs" / f"phase{phase}"),
+                                            write_graph=False, profile_batch=0),
+                *(callbacks or [])]
+
+    def stop_if_asked() -> None:
+        if should_stop and should_stop():
+            emit({"event": "stopped", "epoch": state.get("epoch", 0)})
+            raise InterruptedError("fine-tune stopped on request; resume with resume=True")
+
+    encoder = load_encoder(spec.name)
+
+    def warn_truncated(cut: list[int]) -> None:
+        if cut:
+            log.warning("%d text(s) longer than %d tokens were truncated", len(cut),
+                        encoder.max_length)
+
+    truncated: list[int] | None = None
+    x_val = None
+    if not (phase1_done and phase2):  # the head trains on embeddings, or is measured on them
+        started = time.perf_counter()
+        embedded = encoder.encode(texts, batch_size=64)
+        truncated = embedded.truncated
+        warn_truncated(truncated)
+        emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
+              "shape": list(embedded.vectors.shape), "truncated": len(truncated)})
+        x_train, x_val = embedded.vectors[train_idx], embedded.vectors[val_idx]
+
+    emit({"event": "phase", "phase": 1, "cached_features": True,
+          "resumed_from_epoch": done_epoch if done_phase == 1 else 0})
+    if phase1_done:
+        head = keras.saving.load_model(checkpoints / "phase1.keras", safe_mode=True)
+    else:
+        start = done_epoch if done_phase == 1 else 0
+        if start:
+            head = keras.saving.load_model(checkpoints / "phase1.keras", safe_mode=True)
+        else:
+            head = _head(encoder.dim, n, dropout, x_train.mean(0), x_train.var(0) + 1e-6)
+            finetuning._compile(head, learning_rate, label_smoothing, n)
+        head.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
+                 initial_epoch=start, batch_size=batch_size, class_weight=weights,
+                 shuffle=True, verbose=0, callbacks=fit_callbacks(1, epochs))
+        stop_if_asked()
+        if phase2:
+            tmp = checkpoints / "phase1.tmp.keras"
+            head.save(tmp)  # the best epoch's weights, which KeepBest restored
+            tmp.replace(checkpoints / "phase1.keras")
+            state["phase1_done"] = True
+            write_json(checkpoints / "state.json", state)
+
+    unfrozen = 0
+    if phase2:
+        stop_if_asked()
+        # One sequence length for every batch (the longest text, up to the model's
+        # maximum), so training traces one graph.
+        length = min(max(len(p) for p in encoder.tokenize(texts)) + 2, encoder.max_length)
+        packed = encoder.pack(texts, length=length)
+        if truncated is None:
+            truncated = packed.truncated
+            warn_truncated(truncated)
+        tokens = {"token_ids": packed.token_ids, "padding_mask": packed.padding_mask}
+        t_train = {k: v[train_idx] for k, v in tokens.items()}
+        t_val = {k: v[val_idx] for k, v in tokens.items()}
+        resumed = done_phase == 2
+        if resumed:
+            import keras_hub  # noqa: F401  (registers the backbone classes)
+
+            import zoo.text_layers  # noqa: F401
+
+            model = keras.saving.load_model(checkpoints / "phase2.keras", safe_mode=True,
+                                            compile=False)
+        else:
+            model = end_to_end_model(encoder, head)
+        unfrozen = unfreeze_top(model.get_layer(BACKBONE), hp.fine_tune_layers)
+        rate = learning_rate * hp.fine_tune_lr_factor
+        emit({"event": "phase", "phase": 2, "unfrozen_layers": unfrozen, "learning_rate": rate,
+              "sequence_length": length, "resumed_from_epoch": done_epoch if resumed else 0})
+        finetuning._compile(model, rate, label_smoothing, n)
+        if resumed:  # the optimizer's state, for the trainable weights set just above
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(checkpoints / "phase2.keras")
+        total = epochs * 2
+        model.fit(t_train, y_train, validation_data=(t_val, y_val), epochs=total,
+                  initial_epoch=done_epoch if resumed else epochs, batch_size=batch_size,
+                  class_weight=weights, shuffle=True, verbose=0,
+                  callbacks=fit_callbacks(2, total))
+        stop_if_asked()
+        # An uncompiled functional copy: the saved file carries no optimizer state.
+        served = keras.Model(model.input, model.output, name="text_classifier")
+        tuned = TextEncoder(spec, encoder.snapshot, backbone=served.get_layer(BACKBONE))
+        classifier = TextClassifier(name or out.name, tuned, served, classes, tokens=True)
+        probs, _ = classifier.probabilities([texts[i] for i in val_idx])
+        inputs: dict[str, Any] = {
+            "kind": finetuned.TOKENS, "max_length": encoder.max_length,
+            "sequence_length": length, "preprocessing": spec.input.preprocessing,
+            "pooling": encoder.pooling, "normalized": True,
+            "tokens": "token_ids and padding_mask, int32: [CLS] word pieces [SEP] [PAD]..."}
+    else:
+        embedding = keras.Input((encoder.dim,), name="embedding")
+        served = keras.Model(embedding, head(embedding), name="text_classifier")
+        probs = np.asarray(served(x_val, training=False))
+        inputs = {"kind": "embedding", "max_length": encoder.max_length,
+                  "preprocessing": spec.input.preprocessing, "size": [encoder.dim, 1],
+                  "embedding": "normalized sentence embedding"}
+    assert truncated is not None
+
     metrics = classification_metrics(probs, labels[val_idx], classes)
     history = state.get("history", {})
     (out / "plots").mkdir(exist_ok=True)
@@ -207,23 +352,21 @@ def finetune_text(
         "format_version": finetuned.FORMAT_VERSION, "name": name or out.name,
         "task": TEXT_CLASSIFICATION, "base": spec.name, "base_family": spec.family,
         "base_params": spec.params, "base_weights": spec.weights_tag, "labels": classes,
-        "input": {"max_length": encoder.max_length, "preprocessing": spec.input.preprocessing,
-                  "size": [encoder.dim, 1], "embedding": "normalized sentence embedding"},
-        "hyperparameters": {**asdict(hp), "fine_tune_lr_factor": 0.1, "augment": False},
+        "input": inputs,
+        "hyperparameters": asdict(hp),
         "data": {"source": str(data), "train_examples": int(len(train_idx)),
                  "val_examples": int(len(val_idx)), "skipped": 0,
-                 "truncated": len(embedded.truncated),
+                 "truncated": len(truncated),
                  "class_counts": {c: int(counts[i]) for i, c in enumerate(classes)}},
-        "training": {"cached_features": True, "unfrozen_layers": 0,
+        "training": {"cached_features": True, "unfrozen_layers": unfrozen,
                      "epochs_run": len(history.get("loss", []))},
         "metrics": {k: v for k, v in metrics.items() if k not in ("per_class", "confusion_matrix")},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", history)
-    card = model_card(meta, metrics).replace("image.jpg", '--text "your text"')
-    (out / "README.md").write_text(card, encoding="utf-8")
-    write_json(out / finetuned.META_FILE, meta)
+    (out / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
+    write_json(out / finetuned.META_FILE, meta)  # last: its presence marks a complete model
     finetuned.record(out, meta["name"])
     emit({"event": "done", "output_dir": str(out), "accuracy": metrics["accuracy"],
           "epochs_run": meta["training"]["epochs_run"]})
@@ -232,20 +375,39 @@ def finetune_text(
 
 
 class TextClassifier:
-    """A fine-tuned text classifier: the base's encoder, then the trained head."""
+    """A fine-tuned text classifier, of one of the two kinds zoo.json's `input.kind` names.
 
-    def __init__(self, name: str, encoder: Any, model: Any, labels: Sequence[str]):
+    "embedding" (a head only): the base's encoder, shared through zoo.text's cache, embeds
+    each text and model.keras, the head, classifies the embedding.
+    "tokens" (end-to-end, from `fine_tune_layers` > 0): the base's tokenizer packs each
+    text and model.keras, which holds its own fine-tuned backbone, classifies the tokens;
+    `encoder` is a TextEncoder over that backbone (`takes_tokens` is True).
+    """
+
+    def __init__(self, name: str, encoder: TextEncoder, model: Any, labels: Sequence[str], *,
+                 tokens: bool = False):
         import tensorflow as tf
 
         self.name, self.encoder, self.model, self.labels = name, encoder, model, list(labels)
-        self._call = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, encoder.dim), tf.float32)],
-        )
+        self.takes_tokens = tokens
+        if tokens:
+            self._call = tf.function(
+                lambda ids, mask: model({"token_ids": ids, "padding_mask": mask}, training=False),
+                input_signature=[tf.TensorSpec((None, None), tf.int32, name="token_ids"),
+                                 tf.TensorSpec((None, None), tf.int32, name="padding_mask")],
+                autograph=False,
+            )
+        else:
+            self._call = tf.function(
+                lambda x: model(x, training=False),
+                input_signature=[tf.TensorSpec((None, encoder.dim), tf.float32)],
+            )
 
     @classmethod
     def load(cls, name_or_dir: str | Path) -> TextClassifier:
-        from zoo.text import load_encoder
+        from zoo.fetch import fetch_weights
+        from zoo.registry import get_spec
+        from zoo.text import TextEncoder, load_encoder
 
         folder = finetuned.resolve(name_or_dir)
         if folder is None:
@@ -253,12 +415,24 @@ class TextClassifier:
         meta = finetuned.read_meta(folder)
         if meta.get("task") != TEXT_CLASSIFICATION:
             raise InvalidInputError(f"{name_or_dir} is a {meta.get('task')} model, not a text classifier")
-        return cls(meta["name"], load_encoder(meta["base"]), finetuned.load(folder), meta["labels"])
+        if not finetuned.takes_tokens(meta):
+            return cls(meta["name"], load_encoder(meta["base"]), finetuned.load(folder),
+                       meta["labels"])
+        model = finetuned.load(folder)
+        spec = get_spec(meta["base"])
+        encoder = TextEncoder(spec, fetch_weights(spec.name), backbone=model.get_layer(BACKBONE))
+        return cls(meta["name"], encoder, model, meta["labels"], tokens=True)
 
     def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
         """(texts, classes) probabilities and the indices of texts that were truncated."""
-        embedded = self.encoder.encode(texts)
-        return np.asarray(self._call(embedded.vectors)), list(embedded.truncated)
+        if not self.takes_tokens:
+            embedded = self.encoder.encode(texts)
+            return np.asarray(self._call(embedded.vectors)), list(embedded.truncated)
+        batches, truncated = self.encoder.pack_batches(texts)
+        probs = np.empty((sum(len(rows) for rows, _ in batches), len(self.labels)), np.float32)
+        for rows, packed in batches:
+            probs[rows] = np.asarray(self._call(packed.token_ids, packed.padding_mask))
+        return probs, truncated
 
     def classify(self, texts: Sequence[str], top_k: int = 5) -> list[list[Any]]:
         from zoo.prediction import Prediction, check_top_k

@@ -66,9 +66,6 @@ def check_hyperparameters(hp: dict[str, Any], image: bool) -> None:
         wrong = [k for k in IMAGE_ONLY if k in hp]
         if wrong:
             raise InvalidInputError(f"{', '.join(wrong)} apply to image models only")
-        if hp.get("fine_tune_layers"):
-            raise InvalidInputError("fine_tune_layers: text classifiers train a head on the "
-                                    "frozen backbone's embeddings; unfreezing is not available")
     known = {k: v for k, v in hp.items() if k not in ("image_size",)}
     HyperParameters(**known).validate()
     if not 1 <= hp.get("epochs", 10) <= 10_000:

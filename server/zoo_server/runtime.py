@@ -12,7 +12,8 @@ Kinds of loaded model, each with its own batcher:
     classify       image classifier (registry model with its ImageNet head, or fine-tuned)
     image-embed    pooled features of an image model (include_top=False / the fine-tune's base)
     text-embed     a text model's sentence embeddings (zoo.text encoder)
-    text-classify  a fine-tuned text classifier
+    text-classify  a fine-tuned text classifier (a head on the shared text-embed encoder, or
+                   an end-to-end model with its own fine-tuned backbone)
 """
 
 from __future__ import annotations
@@ -74,9 +75,17 @@ def weights_bytes(model: Any) -> int:
     return total
 
 
+def _shares_encoder(resolved: Resolved, kind: str) -> bool:
+    """A text classifier whose model.keras is a head on its base's shared encoder (not an
+    end-to-end model that holds its own fine-tuned backbone)."""
+    from zoo.finetuned import takes_tokens
+
+    return kind == TEXT_CLASSIFY and not takes_tokens(resolved.meta)
+
+
 def estimate_bytes(resolved: Resolved, kind: str) -> int:
     """Bytes the model's weights will take, before loading it: the saved model's size for a
-    fine-tune (plus its base encoder for a text classifier, whose file holds the head only),
+    fine-tune (plus its base encoder for a text classifier whose file holds the head only),
     parameters x 4 for a registry model."""
     params = resolved.spec.params if resolved.spec is not None else None
     if resolved.path is not None:
@@ -84,7 +93,7 @@ def estimate_bytes(resolved: Resolved, kind: str) -> int:
             size = (resolved.path / "model.keras").stat().st_size
         except OSError:
             size = 0
-        return size + (int(params or 0) * 4 if kind == TEXT_CLASSIFY else 0)
+        return size + (int(params or 0) * 4 if _shares_encoder(resolved, kind) else 0)
     return int(params or 25_000_000) * 4
 
 
@@ -92,7 +101,7 @@ def encoder_base(loaded: Loaded) -> str | None:
     """The registry text model whose encoder (cached by zoo.text) this model uses."""
     if loaded.kind == TEXT_EMBED and loaded.resolved.spec is not None:
         return loaded.resolved.spec.name
-    if loaded.kind == TEXT_CLASSIFY and loaded.resolved.meta is not None:
+    if _shares_encoder(loaded.resolved, loaded.kind) and loaded.resolved.meta is not None:
         return str(loaded.resolved.meta.get("base"))
     return None
 
@@ -396,7 +405,9 @@ class ModelManager:
             return [(probs[i], i in cut) for i in range(len(texts))]
 
         run(["warm up"])
+        # An end-to-end classifier's model holds its backbone; a head uses the shared encoder.
+        memory = weights_bytes(clf.model) + (
+            0 if clf.takes_tokens else weights_bytes(clf.encoder.backbone))
         return Loaded(key, resolved, TEXT_CLASSIFY,
-                      self._batcher(key, resolved, TEXT_CLASSIFY, run),
-                      weights_bytes(clf.model) + weights_bytes(clf.encoder.backbone),
+                      self._batcher(key, resolved, TEXT_CLASSIFY, run), memory,
                       time.perf_counter() - started, clf, labels=list(clf.labels))

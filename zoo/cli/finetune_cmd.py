@@ -26,8 +26,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", help="explicit validation data (same layout as --data)")
     p.add_argument("--val-split", type=float, default=0.2, help="validation share when --val-data is not given (default 0.2)")
     p.add_argument("--epochs", type=int, default=10, help="epochs per phase (default 10)")
-    p.add_argument("--fine-tune-layers", type=int, default=0, metavar="K", help="phase 2: unfreeze the top K layers of the base")
-    p.add_argument("--fine-tune-fraction", type=float, metavar="F", help="phase 2: unfreeze the top fraction F of the base")
+    p.add_argument("--fine-tune-layers", type=int, default=0, metavar="K", help="phase 2: unfreeze the top K layers of the base (text: its top K transformer layers)")
+    p.add_argument("--fine-tune-fraction", type=float, metavar="F", help="phase 2: unfreeze the top fraction F of the base (images only)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, metavar="S", help="train at S x S pixels (default: the base's size)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -50,13 +50,15 @@ def _human(event: dict[str, Any]) -> str | None:
     if kind == "data":
         skipped = f", {len(event['skipped'])} unreadable skipped" if event["skipped"] else ""
         return (f"data: {len(event['classes'])} classes, {event['train']} train / "
-                f"{event['val']} validation images{skipped}")
+                f"{event['val']} validation examples{skipped}")
     if kind == "phase" and event["phase"] == 1:
         how = "cached features" if event["cached_features"] else "images through the frozen base"
         return f"phase 1: training the new head on {how}"
     if kind == "phase":
+        length = (f", texts of {event['sequence_length']} tokens"
+                  if "sequence_length" in event else "")
         return (f"phase 2: {event['unfrozen_layers']} top layers unfrozen, "
-                f"learning rate {event['learning_rate']:g}")
+                f"learning rate {event['learning_rate']:g}{length}")
     if kind == "features":
         return f"features: {event['shape'][0]} x {event['shape'][1]} computed in {event['seconds']:.1f} s"
     if kind == "epoch":
