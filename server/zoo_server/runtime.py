@@ -117,13 +117,6 @@ def _features_model(model: Any) -> Any:
         return keras.Model(model.input, model.layers[-2].output)
 
 
-def _compiled(model: Any, size: tuple[int, int]) -> Any:
-    import tensorflow as tf
-
-    return tf.function(lambda x: model(x, training=False),
-                       input_signature=[tf.TensorSpec((None, *size, 3), tf.float32)])
-
-
 class ModelManager:
     def __init__(self, config: ServerConfig, metrics: Any = None):
         self.config = config
@@ -340,6 +333,7 @@ class ModelManager:
     def _build_image_features(self, key: Key, resolved: Resolved, started: float) -> Loaded:
         from zoo import finetuned
         from zoo.imagenet import preprocess
+        from zoo.inference import compiled_image_call, inference_model
         from zoo.models import load_model
 
         if not resolved.is_image:
@@ -355,7 +349,8 @@ class ModelManager:
             assert resolved.spec is not None
             model = load_model(resolved.spec.name, include_top=False)
             mode = resolved.spec.input.preprocessing
-        call = _compiled(model, size)
+        model = inference_model(model)  # BatchNorm folded into the convolutions
+        call = compiled_image_call(model, size)
 
         def prepare(pixels: np.ndarray) -> np.ndarray:
             x = np.asarray(pixels, dtype=np.float32)
