@@ -30,6 +30,8 @@ import numpy as np
 from zoo import finetuned
 from zoo.datasets import ImageDataset, load_image_dataset, to_tf_dataset
 from zoo.errors import InvalidInputError
+from zoo.head_training import fit_on_arrays
+from zoo.inference import compiled_image_call, inference_model
 from zoo.registry import get_spec
 from zoo.report import (
     classification_metrics,
@@ -192,6 +194,13 @@ def _one_hot(labels: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype="float32")[labels]
 
 
+def _sample_weights(labels: np.ndarray, class_weights: dict[int, float] | None
+                    ) -> np.ndarray | None:
+    if class_weights is None:
+        return None
+    return np.array([class_weights[int(label)] for label in labels], dtype="float32")
+
+
 def _balanced_weights(labels: np.ndarray, n: int) -> dict[int, float]:
     counts = np.bincount(labels, minlength=n).astype("float64")
     return {i: float(len(labels) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
@@ -270,17 +279,6 @@ def _callbacks_module() -> Any:
 
 
 # --- the recipe --------------------------------------------------------------------------
-
-
-def compiled_inference(model: Any, size: tuple[int, int]) -> Callable[[Any], Any]:
-    """`model(x, training=False)` as one traced graph for any batch size (eager calls run
-    op by op and cost several times more)."""
-    import tensorflow as tf
-
-    return tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec((None, *size, 3), tf.float32)],
-    )
 
 
 def _predict_all(call: Callable[[Any], Any], pixels_ds: Any) -> np.ndarray:
@@ -426,7 +424,7 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
         if cached:
             extractor = keras.Sequential([preprocessing_block(spec.input.preprocessing), base])
             started = time.perf_counter()
-            extract = compiled_inference(extractor, size)
+            extract = compiled_image_call(inference_model(extractor), size)
             f_train = _predict_all(extract, to_tf_dataset(dataset.train, size, 64))
             f_val = _predict_all(extract, to_tf_dataset(dataset.val, size, 64))
             emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
@@ -435,9 +433,15 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
                        if start else head)
             if not start:
                 _compile(trainer, hp.learning_rate, hp.label_smoothing, n)
-            trainer.fit(f_train, y_train, validation_data=(f_val, y_val), epochs=hp.epochs,
-                        initial_epoch=start, batch_size=hp.batch_size, class_weight=weights,
-                        shuffle=True, verbose=0, callbacks=fit_callbacks(1, hp.epochs))
+            if user_callbacks:  # theirs may want every batch: plain fit calls them so
+                trainer.fit(f_train, y_train, validation_data=(f_val, y_val), epochs=hp.epochs,
+                            initial_epoch=start, batch_size=hp.batch_size, class_weight=weights,
+                            shuffle=True, verbose=0, callbacks=fit_callbacks(1, hp.epochs))
+            else:
+                fit_on_arrays(trainer, f_train, y_train, validation_data=(f_val, y_val),
+                              epochs=hp.epochs, initial_epoch=start, batch_size=hp.batch_size,
+                              sample_weight=_sample_weights(dataset.train.labels, weights),
+                              seed=hp.seed, callbacks=fit_callbacks(1, hp.epochs))
             head = trainer
             model = assemble(spec, size, base, head, False, hp.seed)
         else:
@@ -485,7 +489,8 @@ def _finish(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParamete
     # An uncompiled wrapper: the saved model carries no optimizer state, only pixels -> probs
     # (augmentation layers, if any, are no-ops outside training).
     served = keras.Model(model.input, model.output, name=model.name)
-    probs = _predict_all(compiled_inference(served, size), to_tf_dataset(dataset.val, size, 64))
+    probs = _predict_all(compiled_image_call(inference_model(served), size),
+                         to_tf_dataset(dataset.val, size, 64))
     metrics = classification_metrics(probs, dataset.val.labels, dataset.classes)
     history = state.get("history", {})
     (out / "plots").mkdir(exist_ok=True)
