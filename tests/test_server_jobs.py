@@ -408,9 +408,10 @@ def test_text_job_then_classify_text(served):
     assert loaded.model.loaded
 
 
-# Cached features: ~0.3 s an epoch after a ~10 s start, so a job is surely mid-run after
-# its first epoch event.
-SLOW = finetune_pb2.HyperParameters(epochs=200, image_size=32, patience=0)
+# Augmentation turns feature caching off, so every epoch runs the base on the images
+# (~0.5 s; a cached epoch takes ~0.03 s, 200 of them could end before the test acts):
+# a job is surely mid-run after its first epoch event.
+SLOW = finetune_pb2.HyperParameters(epochs=200, image_size=32, patience=0, augment=True)
 
 
 def test_cancel_queued_and_running_jobs(served, dataset_id):
