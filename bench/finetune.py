@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=80)
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--pretrain-size", type=int, default=48,
                         help="image size of the digit pretraining of the base's weights")
     parser.add_argument("--random-weights", action="store_true",
@@ -94,7 +95,8 @@ def main() -> None:
         notop = write_legacy_h5(args.model, False, work / "weights" / "notop.h5")
     else:
         top, notop = write_pretrained_on_digits(args.model, work / "weights",
-                                                size=args.pretrain_size)
+                                                size=args.pretrain_size,
+                                                epochs=args.pretrain_epochs)
     entry = load_manifest().model(args.model)
     manifest = write_mirror(work / "mirror", {entry.files["top"].origin: top,
                                               entry.files["notop"].origin: notop},
