@@ -191,24 +191,6 @@ def load(target: str, images: list[bytes], clients: int, seconds: float,
             "p99_ms": float(np.percentile(flat, 99)) * 1e3, "errors": errors[0]}
 
 
-def wait_serving(target: str, timeout: float = 240) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing serving at {target}")
-            time.sleep(0.3)
-
-
 def free_port() -> int:
     import socket
 
@@ -280,9 +262,11 @@ def serve_and_load(command: list[str], env: dict[str, str], port: int, images: l
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=log_file,
                                    stdin=subprocess.DEVNULL)
+    from tests.health import wait_healthy
+
     try:
         target = f"127.0.0.1:{port}"
-        wait_serving(target)
+        wait_healthy(target, timeout=240)
         load(target, images, 4, 2.0, warmup=0.5)  # warm every shape, thread and connection
         rows = []
         for n in levels:

@@ -20,6 +20,7 @@ from PIL import Image
 import zoo_client
 from tests.conftest import ROOT, TINY
 from tests.digits import write_digits
+from tests.health import wait_healthy
 from zoo_client import AsyncZooClient, ZooClient
 
 pytestmark = pytest.mark.slow
@@ -37,25 +38,6 @@ def start_server(home: Path, env: dict[str, str], port: int) -> subprocess.Popen
          "--port", str(port), "--home", str(home)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
     )
-
-
-def wait_healthy(target: str, timeout: float = 120) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no healthy server at {target}")
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
