@@ -14,6 +14,7 @@ saving format: the training code and `.keras` files always use the original mode
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +90,8 @@ def _folded_copy(layer: Any, bn: Any) -> Any:
     return copy
 
 
-def _passthrough(name: str) -> Any:
+@functools.cache
+def _passthrough_class() -> Any:
     import keras
 
     class FoldedBatchNorm(keras.layers.Layer):
@@ -98,7 +100,11 @@ def _passthrough(name: str) -> Any:
         def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
             return inputs
 
-    return FoldedBatchNorm(name=name)
+    return FoldedBatchNorm
+
+
+def _passthrough(name: str) -> Any:
+    return _passthrough_class()(name=name)
 
 
 def fold_batchnorm(model: Any) -> tuple[Any, int]:

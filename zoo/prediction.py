@@ -2,8 +2,8 @@
 
 `ImageClassifier` wraps the Keras model, BatchNorm folded into its convolutions (see
 `zoo.inference`), in one `tf.function` with a dynamic batch dimension: traced once, then
-every call is a compiled call (about 5x cheaper than `model.predict` on a single image). The CLI, Python callers and the gRPC server's
-batcher all classify through it.
+every call is a compiled call (about 5x cheaper than `model.predict` on a single image).
+The CLI, Python callers and the gRPC server's batcher all classify through it.
 """
 
 from __future__ import annotations
