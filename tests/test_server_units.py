@@ -46,9 +46,11 @@ def doubling(calls: list[int], delay: float = 0.0):
     return run
 
 
-def test_batcher_scatters_each_request_its_own_results_and_forms_batches():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batcher_scatters_each_request_its_own_results_and_forms_batches(threads):
     calls: list[int] = []
-    batcher = Batcher("m", doubling(calls, 0.01), max_batch=8, max_delay_s=0.005, max_queue=100)
+    batcher = Batcher("m", doubling(calls, 0.01), max_batch=8, max_delay_s=0.005, max_queue=100,
+                      threads=threads)
     try:
         def client(i: int) -> list[int]:
             return list(batcher.submit([i, i + 1000]).result(timeout=10))
@@ -59,6 +61,28 @@ def test_batcher_scatters_each_request_its_own_results_and_forms_batches():
         assert max(calls) > 2 and all(n <= 8 for n in calls) and sum(calls) == 128
     finally:
         batcher.close()
+
+
+def test_batcher_with_two_threads_runs_two_batches_at_once():
+    both_running = threading.Barrier(2, timeout=5)
+    calls: list[list[int]] = []
+
+    def run(xs):
+        calls.append(list(xs))
+        both_running.wait()  # only returns when the other batch is in flight too
+        return np.array(xs) * 2
+
+    batcher = Batcher("m", run, max_batch=2, max_delay_s=0, max_queue=64, threads=2)
+    try:
+        first = batcher.submit([1, 2])
+        second = batcher.submit([3, 4])
+        assert list(first.result(5)) == [2, 4] and list(second.result(5)) == [6, 8]
+        assert sorted(calls) == [[1, 2], [3, 4]] and batcher.batches == 2
+    finally:
+        batcher.close()
+    assert not any(thread.is_alive() for thread in batcher._threads)
+    with pytest.raises(ModelUnloadedError):
+        batcher.submit([1])
 
 
 def test_batcher_runs_a_lone_request_without_waiting():

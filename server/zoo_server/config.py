@@ -28,6 +28,7 @@ class ServerConfig:
     max_batch_size: int = 32  # images (or texts) per compiled call
     max_queue_delay_ms: float = 5.0  # how long a batch may wait for more requests
     max_queue: int = 512  # inputs waiting per model; past it RESOURCE_EXHAUSTED
+    batch_threads: int = 2  # batches of one model running at once
     memory_budget_mb: int = 4096  # loaded models' weights (parameters x 4 bytes)
     load_wait_s: float = 120.0  # a request waits this long for its model to load
     decode_threads: int = 0  # image decoding pool; 0: one per CPU core
@@ -60,6 +61,7 @@ class ServerConfig:
             (self.max_batch_size >= 1, "max_batch_size must be at least 1"),
             (self.max_queue_delay_ms >= 0, "max_queue_delay_ms must be 0 or more"),
             (self.max_queue >= self.max_batch_size, "max_queue must be at least max_batch_size"),
+            (self.batch_threads >= 1, "batch_threads must be at least 1"),
             (self.memory_budget_mb >= 1, "memory_budget_mb must be at least 1"),
             (self.max_message_mb >= 1, "max_message_mb must be at least 1"),
             (self.max_image_pixels >= 1, "max_image_pixels must be at least 1"),
@@ -113,7 +115,7 @@ class ServerConfig:
         return cls(**values)
 
 
-_INTS = {"max_batch_size", "max_queue", "memory_budget_mb", "decode_threads", "intra_op_threads",
+_INTS = {"max_batch_size", "max_queue", "batch_threads", "memory_budget_mb", "decode_threads", "intra_op_threads",
          "inter_op_threads", "max_message_mb", "max_image_pixels", "max_upload_mb",
          "max_extract_mb", "max_extract_files", "max_concurrent_rpcs", "rpc_threads", "max_jobs",
          "metrics_port"}

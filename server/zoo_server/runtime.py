@@ -296,7 +296,7 @@ class ModelManager:
         label = resolved.describe() if kind == CLASSIFY else f"{resolved.describe()} ({kind})"
         return Batcher(label, run, max_batch=self.config.max_batch_size,
                        max_delay_s=self.config.max_queue_delay_ms / 1000,
-                       max_queue=self.config.max_queue,
+                       max_queue=self.config.max_queue, threads=self.config.batch_threads,
                        expected=lambda: self._pending.get(key, 0), metrics=self.metrics)
 
     def _build(self, key: Key, kind: str, resolved: Resolved, started: float) -> Loaded:

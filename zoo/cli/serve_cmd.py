@@ -29,6 +29,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     b.add_argument("--max-batch-size", type=int, help="inputs per compiled call (default 32)")
     b.add_argument("--max-queue-delay-ms", type=float,
                    help="how long a batch may wait for more requests (default 5)")
+    b.add_argument("--batch-threads", type=int, help="batches of one model running at once; "
+                                                     "a second fills the cores the first leaves "
+                                                     "idle (default 2)")
     b.add_argument("--max-queue", type=int, help="inputs waiting per model before "
                                                  "RESOURCE_EXHAUSTED (default 512)")
     b.add_argument("--memory-budget-mb", type=int, help="weights of loaded models; idle ones are "
@@ -60,7 +63,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "memory_budget_mb",
+CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "batch_threads", "memory_budget_mb",
                 "decode_threads", "intra_op_threads", "inter_op_threads", "rpc_threads",
                 "max_message_mb", "max_image_pixels", "max_upload_mb", "max_extract_mb",
                 "max_extract_files", "max_jobs", "token", "tls_cert", "tls_key", "metrics_port",
