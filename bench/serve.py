@@ -5,7 +5,9 @@ and the same weights (official-format files written like tests/keras_weights.py 
 behind a local folder mirror; there is no internet here):
 
   (a) in process: `ImageClassifier.probabilities` (one compiled call) on decoded pixels,
-      at batch sizes 1..64; the best images/s is the limit, batch 1 the single-image latency
+      at batch sizes 1..64; the best images/s is the limit, batch 1 the single-image latency.
+      The server runs two batches at once (`--batch-threads 2`), which one caller cannot;
+      two in-process callers are printed beside (a) for reference, not used in the goal
   (b) Zoo's server (`zoo serve`, a separate process) with 1, 8 and 32 concurrent clients,
       one image per Classify call, one channel per client thread
   (c) a naive gRPC server, the same proto, whose Classify decodes the image and calls
@@ -121,6 +123,29 @@ class InProcess:
 
         return batch / float(np.median(self.times(batch, seconds)))
 
+    def concurrent_rate(self, batch: int, callers: int, seconds: float) -> float:
+        """images/s with `callers` threads each calling at `batch`, as the server's batch
+        threads do: not the goal's (a), printed beside it so the two are not confused."""
+        import numpy as np
+
+        x = self.pixels[np.arange(batch) % len(self.pixels)]
+        self.clf.probabilities(x)
+        done = [0] * callers
+        until = time.perf_counter() + seconds
+
+        def call(i: int) -> None:
+            while time.perf_counter() < until:
+                self.clf.probabilities(x)
+                done[i] += batch
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(done) / (time.perf_counter() - started)
+
 
 def in_process(model: InProcess, seconds: float) -> dict[str, object]:
     import numpy as np
@@ -135,7 +160,8 @@ def in_process(model: InProcess, seconds: float) -> dict[str, object]:
     best = max(rates, key=lambda b: rates[b])
     decode_ms = model.decode_ms
     return {"rates": rates, "best_batch": best, "best": rates[best],
-            "single_ms": float(np.median(single)) * 1e3, "decode_ms": decode_ms}
+            "single_ms": float(np.median(single)) * 1e3, "decode_ms": decode_ms,
+            "two_callers": model.concurrent_rate(16, 2, seconds / 2)}
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -326,6 +352,8 @@ def main() -> None:
     print(f"(a) in process, images/s by batch size: {rates}")
     print(f"    limit {a['best']:.1f} images/s at batch {a['best_batch']}; single image "
           f"{a['single_ms']:.1f} ms; JPEG decode {a['decode_ms']:.2f} ms/image (not included)")
+    print(f"    for reference, not the goal's (a): two threads each calling at batch 16 (what "
+          f"the server's two batch threads do) {a['two_callers']:.1f} images/s")
 
     port, metrics_port = free_port(), free_port()
     zoo_cmd = [sys.executable, "-m", "zoo.cli.main", "serve", "--port", str(port),
