@@ -128,13 +128,17 @@ def digit_pixels(size: int, start: int, count: int):
     return pixels, np.array(labels)
 
 
-def write_pretrained_on_digits(name: str, folder: Path, size: int = 32, epochs: int = 12
+def write_pretrained_on_digits(name: str, folder: Path, size: int = 32, epochs: int = 12, *,
+                               final_size: int | None = None, final_epochs: int = 2
                                ) -> tuple[Path, Path]:
     """Official-format top and no-top files of `name`, pretrained on real data.
 
     There are no ImageNet weights offline, so the test "pretraining" is a short run on
     the first 90 scikit-learn digits of each class (the fine-tune tests use later ones):
     real learned features, so a frozen-base fine-tune has something to transfer.
+    With `final_size`, the network (built for any input size) then trains `final_epochs`
+    more at that size: most of the learning happens at the cheap small size, and the last
+    epochs adapt the features to the size they will be used at.
     Returns (top file, no-top file).
     """
     import h5py
@@ -146,18 +150,29 @@ def write_pretrained_on_digits(name: str, folder: Path, size: int = 32, epochs: 
     spec = get_spec(name)
     keras.utils.set_random_seed(0)
     application = getattr(keras.applications, spec.architecture)
-    base = application(weights=None, include_top=False, input_shape=(size, size, 3),
-                       pooling="avg", **spec.kwargs)
-    model = keras.Sequential([keras.Input((size, size, 3)), base,
+    shape = (size, size, 3) if final_size is None else (None, None, 3)
+    base = application(weights=None, include_top=False, input_shape=shape, pooling="avg",
+                       **spec.kwargs)
+    model = keras.Sequential([keras.Input(shape), base,
                               keras.layers.Dense(10, activation="softmax")])
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     pixels, labels = digit_pixels(size, start=0, count=90)
     x = preprocess(pixels, spec.input.preprocessing)
     model.fit(x, labels, epochs=epochs, batch_size=64, verbose=0)
+    if final_size is not None:
+        size = final_size
+        model.compile(keras.optimizers.Adam(0.001), "sparse_categorical_crossentropy")
+        pixels, labels = digit_pixels(size, start=0, count=90)
+        x = preprocess(pixels, spec.input.preprocessing)
+        model.fit(x, labels, epochs=final_epochs, batch_size=32, verbose=0)
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:  # moving statistics := those of the training data, exactly
-        layer.momentum = 0.0
-    base(x[:512], training=True)
+    # Moving statistics := the mean of the training data's batch statistics, over chunks
+    # small enough for large images: momentum i/(i+1) makes chunk i weigh 1/(i+1).
+    chunk = max(8, min(512, 512 * 32 * 32 // (size * size)))
+    for i, start in enumerate(range(0, min(len(x), 512), chunk)):
+        for layer in norms:
+            layer.momentum = i / (i + 1)
+        base(x[start : start + chunk], training=True)
     for layer in norms:
         layer.momentum = 0.99
     top = application(weights=None, include_top=True, input_shape=(*spec.input.size, 3),
