@@ -59,6 +59,19 @@ def test_bad_text_data_gets_clear_errors(tmp_path, name, content, message) -> No
         zoo.finetune("minilm_l6_v2", write(tmp_path, name, content), tmp_path / "out", epochs=1)
 
 
+@pytest.mark.parametrize(
+    ("option", "flag"),
+    [({"augment": True}, "--augment"), ({"image_size": 96}, "--image-size"),
+     ({"fine_tune_fraction": 0.5}, "--fine-tune-fraction"), ({"export": "savedmodel"}, "--export"),
+     ({"cache_features": False}, "--no-feature-cache")],
+)
+def test_image_only_options_are_refused_for_text_bases(tmp_path, option, flag) -> None:
+    with pytest.raises(zoo.InvalidInputError, match=f"{flag} applies to image bases; minilm_l6_v2 "
+                                                     "is a text model"):
+        zoo.finetune("minilm_l6_v2", SENTIMENT, tmp_path / "out", epochs=1, **option)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 def test_long_texts_are_truncated_and_counted(tmp_path, caplog) -> None:
     rows = [{"text": ("great " * 400) if i == 0 else f"good thing {i}", "label": "pos"}
             for i in range(10)] + [{"text": f"bad thing {i}", "label": "neg"} for i in range(10)]

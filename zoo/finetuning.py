@@ -350,6 +350,18 @@ def finetune(
     if spec.is_text:
         from zoo.text_classifier import finetune_text
 
+        image_only = {"--fine-tune-fraction": fine_tune_fraction is not None,
+                      "--image-size": image_size is not None, "--augment": augment,
+                      "--export": export is not None, "--no-feature-cache": not cache_features}
+        wrong = [flag for flag, given in image_only.items() if given]
+        if wrong:
+            flags = ", ".join(wrong)
+            raise InvalidInputError(
+                f"{flags} {'applies' if len(wrong) == 1 else 'apply'} to image bases; "
+                f"{spec.name} is a text model: drop {'it' if len(wrong) == 1 else 'them'} "
+                "(--fine-tune-layers K unfreezes the "
+                "top K transformer layers)")
+
         return finetune_text(
             spec, data, out, epochs=epochs, fine_tune_layers=fine_tune_layers,
             batch_size=batch_size, learning_rate=learning_rate, seed=seed, callbacks=callbacks,
