@@ -91,6 +91,47 @@ def test_phase_two_unfreezes_the_top_but_not_batchnorm(weight_server, digits, tm
     assert result.epochs_run == 4 and result.metrics["accuracy"] >= 0.8
 
 
+def test_a_run_resumed_in_phase_two_starts_from_the_best_phase_one_epoch(
+    weight_server, digits, tmp_path
+):
+    import keras
+
+    class SpoilLastEpoch(keras.callbacks.Callback):
+        """Records every phase-1 epoch's weights and val_loss; turns the head against its
+        classes before the last epoch, so that epoch is worse than an earlier one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights: list[list[np.ndarray]] = []
+            self.losses: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2 and len(self.model.layers) <= 3:  # the cached head, phase 1
+                self.model.set_weights([-10 * w for w in self.model.get_weights()])
+
+        def on_epoch_end(self, epoch, logs=None):
+            if len(self.model.layers) <= 3:
+                self.weights.append(self.model.get_weights())
+                self.losses.append(logs["val_loss"])
+
+    spoil = SpoilLastEpoch()
+    out = tmp_path / "p2-resumed"
+    with pytest.raises(InterruptedError):  # stopped once phase 1 is over, before phase 2
+        zoo.finetune(TINY, digits, out, epochs=3, fine_tune_layers=4, callbacks=[spoil],
+                     should_stop=lambda: len(spoil.losses) >= 3, **FAST)
+    best = int(np.argmin(spoil.losses))
+    assert best < 2  # the spoiled last epoch is not the best
+    saved = keras.saving.load_model(out / "checkpoints" / "phase1.keras").get_weights()
+    for got, want in zip(saved, spoil.weights[best], strict=True):
+        np.testing.assert_allclose(got, want)
+    events: list[dict] = []
+    result = zoo.finetune(TINY, digits, out, epochs=3, fine_tune_layers=4, resume=True,
+                          on_event=events.append, **FAST)
+    assert [(e["phase"], e["epoch"]) for e in events if e["event"] == "epoch"] == [
+        (2, 4), (2, 5), (2, 6)]
+    assert result.metrics["accuracy"] >= 0.8
+
+
 def test_augmentation_class_weights_and_label_smoothing_train_on_images(
     weight_server, digits, tmp_path
 ):

@@ -259,6 +259,7 @@ def _callbacks_module() -> Any:
         def __init__(self, patience: int):
             super().__init__()
             self.patience, self.best, self.best_weights, self.wait = patience, np.inf, None, 0
+            self.stopped_early = False
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             loss = (logs or {}).get("val_loss")
@@ -270,6 +271,7 @@ def _callbacks_module() -> Any:
                 self.wait += 1
                 if self.patience and self.wait >= self.patience:
                     self.model.stop_training = True
+                    self.stopped_early = True
 
         def on_train_end(self, logs: Any = None) -> None:
             if self.best_weights is not None:
@@ -281,17 +283,31 @@ def _callbacks_module() -> Any:
 # --- the recipe --------------------------------------------------------------------------
 
 
+def _save_finished_phase1(checkpoints: Path, model: Any, state: dict[str, Any],
+                          epochs: int) -> None:
+    """phase1.keras := the best epoch's model (the last checkpoint holds the last epoch's),
+    and the state says phase 1 is done, so a run resumed in phase 2 starts from it."""
+    tmp = checkpoints / "phase1.tmp.keras"
+    model.save(tmp)
+    tmp.replace(checkpoints / "phase1.keras")
+    state.update(phase=1, epoch=epochs)
+    write_json(checkpoints / "state.json", state)
+
+
 def _predict_all(call: Callable[[Any], Any], pixels_ds: Any, in_flight: int = 2) -> np.ndarray:
     """`call` on every batch, in order, two batches at a time: one compiled call leaves
     cores idle at its synchronisation points, and the second fills them (5-20% faster on
     2 cores)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    def run(x: Any) -> np.ndarray:
+        return np.asarray(call(x))
+
     outputs: list[np.ndarray] = []
     with ThreadPoolExecutor(in_flight, thread_name_prefix="extract") as pool:
         running: list[Future[np.ndarray]] = []
         for x, _ in pixels_ds:
-            running.append(pool.submit(lambda x=x: np.asarray(call(x))))
+            running.append(pool.submit(run, x))
             if len(running) > in_flight:  # the next batch waits, ready, behind two
                 outputs.append(running.pop(0).result())
         outputs.extend(f.result() for f in running)
@@ -446,6 +462,7 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
           "resumed_from_epoch": done_epoch if done_phase == 1 else 0})
     if done_phase <= 1 and not (done_phase == 1 and done_epoch >= hp.epochs):
         start = done_epoch if done_phase == 1 else 0
+        phase1_callbacks = fit_callbacks(1, hp.epochs)
         if cached:
             extractor = keras.Sequential([preprocessing_block(spec.input.preprocessing), base])
             started = time.perf_counter()
@@ -461,12 +478,12 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
             if user_callbacks:  # theirs may want every batch: plain fit calls them so
                 trainer.fit(f_train, y_train, validation_data=(f_val, y_val), epochs=hp.epochs,
                             initial_epoch=start, batch_size=hp.batch_size, class_weight=weights,
-                            shuffle=True, verbose=0, callbacks=fit_callbacks(1, hp.epochs))
+                            shuffle=True, verbose=0, callbacks=phase1_callbacks)
             else:
                 fit_on_arrays(trainer, f_train, y_train, validation_data=(f_val, y_val),
                               epochs=hp.epochs, initial_epoch=start, batch_size=hp.batch_size,
                               sample_weight=_sample_weights(dataset.train.labels, weights),
-                              seed=hp.seed, callbacks=fit_callbacks(1, hp.epochs))
+                              seed=hp.seed, callbacks=phase1_callbacks)
             head = trainer
             model = assemble(spec, size, base, head, False, hp.seed)
         else:
@@ -477,7 +494,10 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
                 _compile(model, hp.learning_rate, hp.label_smoothing, n)
             model.fit(with_onehot(train_ds), validation_data=with_onehot(val_ds),
                       epochs=hp.epochs, initial_epoch=start, class_weight=weights, verbose=0,
-                      shuffle=False, callbacks=fit_callbacks(1, hp.epochs))
+                      shuffle=False, callbacks=phase1_callbacks)
+        finished = phase1_callbacks[0].stopped_early or state.get("epoch", 0) >= hp.epochs
+        if phase2 and finished:  # phase 2 (also when resumed) starts from the best epoch
+            _save_finished_phase1(checkpoints, head if cached else model, state, hp.epochs)
     else:
         model = keras.saving.load_model(checkpoints / "phase1.keras", safe_mode=True)
         if cached:  # the phase-1 checkpoint is the head alone
