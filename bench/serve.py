@@ -288,11 +288,12 @@ def serve_and_load(command: list[str], env: dict[str, str], port: int, images: l
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=log_file,
                                    stdin=subprocess.DEVNULL)
-    from tests.health import wait_healthy
+    from zoo_client import ZooClient
 
     try:
         target = f"127.0.0.1:{port}"
-        wait_healthy(target, timeout=240)
+        with ZooClient(target) as client:
+            client.wait_until_serving(timeout=240)
         load(target, images, 4, 2.0, warmup=0.5)  # warm every shape, thread and connection
         rows = []
         for n in levels:

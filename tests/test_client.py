@@ -20,7 +20,6 @@ from PIL import Image
 import zoo_client
 from tests.conftest import ROOT, TINY
 from tests.digits import write_digits
-from tests.health import wait_healthy
 from zoo_client import AsyncZooClient, ZooClient
 
 pytestmark = pytest.mark.slow
@@ -53,8 +52,8 @@ def server(pretrained_tiny, tmp_path_factory):
     process = start_server(root / "home", env, port)
     target = f"127.0.0.1:{port}"
     try:
-        wait_healthy(target)
         with ZooClient(target) as zoo:
+            zoo.wait_until_serving(timeout=120)
             zoo.load_model(TINY)  # warm: tests below time requests, not the first load
         yield target
     finally:
@@ -146,6 +145,26 @@ def test_unavailable_is_retried_until_the_server_appears(server, tmp_path) -> No
             process.wait(timeout=60)
 
 
+def test_wait_until_serving_returns_on_a_server_and_names_the_problem_without_one(server):
+    with ZooClient(server) as zoo:
+        zoo.wait_until_serving(timeout=5)
+    with ZooClient(f"127.0.0.1:{free_port()}") as zoo:
+        started = time.monotonic()
+        with pytest.raises(zoo_client.Unavailable, match="not serving after 1 s .* is `zoo "
+                                                          "serve` running at that address"):
+            zoo.wait_until_serving(timeout=1)
+        assert 0.9 < time.monotonic() - started < 5
+
+    async def main() -> None:
+        async with AsyncZooClient(server) as zoo:
+            await zoo.wait_until_serving(timeout=5)
+        async with AsyncZooClient(f"127.0.0.1:{free_port()}") as zoo:
+            with pytest.raises(zoo_client.Unavailable, match="not serving after 1 s"):
+                await zoo.wait_until_serving(timeout=1)
+
+    asyncio.run(main())
+
+
 def test_async_client(server, digit_images) -> None:
     async def main() -> tuple[list, list]:
         async with AsyncZooClient(server, timeout=120) as zoo:
@@ -221,6 +240,7 @@ def test_client_alone_in_a_fresh_venv_never_imports_tensorflow(server, tmp_path,
 import sys
 from zoo_client import ZooClient
 with ZooClient({server!r}) as zoo:
+    zoo.wait_until_serving(timeout=10)
     names = [m.name for m in zoo.list_models("vgg*")]
     top = zoo.classify({TINY!r}, [{str(digit_images[0])!r}], top_k=1)[0][0]
 assert names == ["vgg16", "vgg19"], names

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +96,13 @@ def main() -> None:
     server = subprocess.Popen([*ZOO, "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_healthy(target)
+        from zoo_client import ZooClient, ZooClientError
+
+        with ZooClient(target) as client:
+            try:
+                client.wait_until_serving(timeout=180)
+            except ZooClientError as e:
+                raise SystemExit(f"demo: {e}") from None
         print(f"serving on {target}")
         through_the_client(target)
     finally:
@@ -110,22 +115,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_healthy(target: str, timeout: float = 180) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.3)
-    raise SystemExit(f"demo: the server at {target} did not come up")
 
 
 def follow(zoo, job) -> None:  # type: ignore[no-untyped-def]

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import grpc
 
+from zoo_client.errors import Unavailable
+
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_MESSAGE_MB = 64  # gRPC's 4 MiB default is too small for batches of photos
+HEALTH_POLL_S = 0.2  # wait_until_serving asks again this often
 
 TLS = bool | str | Path | bytes | grpc.ChannelCredentials | None
 
@@ -37,3 +40,9 @@ def metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 def backoff(attempt: int, base: float = 0.2) -> float:
     """Seconds to wait before retry `attempt` (0-based): exponential with jitter."""
     return float(min(base * 2**attempt, 5.0) * (0.5 + random.random() / 2))
+
+
+def not_serving(timeout: float, status: str) -> Unavailable:
+    return Unavailable(f"the server was not serving after {timeout:g} s (last health answer: "
+                       f"{status}); is `zoo serve` running at that address, and has it finished "
+                       "loading its --preload models?")
