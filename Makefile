@@ -28,7 +28,7 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent && touch $(NODE_STAMP); fi
 
 test: install $(NODE_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15  # the slowest tests, to keep the suite under 10 min
 
 lint: install
 	$(VENV)/bin/ruff check zoo tests bench tools server client/zoo_client
