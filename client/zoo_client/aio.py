@@ -54,24 +54,17 @@ class AsyncZooClient:
 
     async def wait_until_serving(self, timeout: float = 60.0) -> None:
         """`ZooClient.wait_until_serving`, awaitable."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        status = "no answer"
+        wait = channel.HealthWait(timeout)
+        stub = wait.stub(self._channel)
         while True:
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(),
-                                         timeout=max(0.1, min(2.0, deadline - loop.time())))
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                if wait.serving(await stub.Check(wait.request, timeout=wait.check_timeout())):
                     return
-                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             except grpc.RpcError as e:
-                status = e.code().name
-            if loop.time() >= deadline:
-                raise channel.not_serving(timeout, status)
-            await asyncio.sleep(channel.HEALTH_POLL_S)
+                wait.failed(e)
+            if (error := wait.expired()) is not None:
+                raise error
+            await asyncio.sleep(wait.POLL_S)
 
     async def _run(self, call: calls.Call, timeout: float | None = None) -> Any:
         method = getattr(self._stubs[call.service], call.method)

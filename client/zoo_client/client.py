@@ -61,23 +61,17 @@ class ZooClient:
         """Return once the server answers the standard health check with SERVING (it
         answers so only after its `--preload` models are loaded); `Unavailable` after
         `timeout` seconds. For scripts that start a server and then use it."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        deadline = time.monotonic() + timeout
-        status = "no answer"
+        wait = channel.HealthWait(timeout)
+        stub = wait.stub(self._channel)
         while True:
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(),
-                                   timeout=max(0.1, min(2.0, deadline - time.monotonic())))
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                if wait.serving(stub.Check(wait.request, timeout=wait.check_timeout())):
                     return
-                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             except grpc.RpcError as e:
-                status = e.code().name
-            if time.monotonic() >= deadline:
-                raise channel.not_serving(timeout, status)
-            time.sleep(channel.HEALTH_POLL_S)
+                wait.failed(e)
+            if (error := wait.expired()) is not None:
+                raise error
+            time.sleep(wait.POLL_S)
 
     def _run(self, call: calls.Call, timeout: float | None = None) -> Any:
         method = getattr(self._stubs[call.service], call.method)
