@@ -244,14 +244,10 @@ def _callbacks_module() -> Any:
             self.folder, self.phase, self.state = folder, phase, state
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            tmp = self.folder / f"phase{self.phase}.tmp.keras"
-            self.model.save(tmp)
-            tmp.replace(self.folder / f"phase{self.phase}.keras")
-            self.state.update(phase=self.phase, epoch=epoch + 1)
             history = self.state.setdefault("history", {})
             for key, value in (logs or {}).items():
                 history.setdefault(key, []).append(float(value))
-            write_json(self.folder / "state.json", self.state)
+            _save_checkpoint(self.folder, self.model, self.state, self.phase, epoch + 1)
 
     class KeepBest(keras.callbacks.Callback):
         """Early stopping on val_loss and restore of the best epoch's weights at the end."""
@@ -283,15 +279,15 @@ def _callbacks_module() -> Any:
 # --- the recipe --------------------------------------------------------------------------
 
 
-def _save_finished_phase1(checkpoints: Path, model: Any, state: dict[str, Any],
-                          epochs: int) -> None:
-    """phase1.keras := the best epoch's model (the last checkpoint holds the last epoch's),
-    and the state says phase 1 is done, so a run resumed in phase 2 starts from it."""
-    tmp = checkpoints / "phase1.tmp.keras"
+def _save_checkpoint(folder: Path, model: Any, state: dict[str, Any], phase: int,
+                     epoch: int) -> None:
+    """phase{N}.keras (with its optimizer) and state.json say where a resumed run starts;
+    the model file is replaced whole, never left half-written."""
+    tmp = folder / f"phase{phase}.tmp.keras"
     model.save(tmp)
-    tmp.replace(checkpoints / "phase1.keras")
-    state.update(phase=1, epoch=epochs)
-    write_json(checkpoints / "state.json", state)
+    tmp.replace(folder / f"phase{phase}.keras")
+    state.update(phase=phase, epoch=epoch)
+    write_json(folder / "state.json", state)
 
 
 def _predict_all(call: Callable[[Any], Any], pixels_ds: Any, in_flight: int = 2) -> np.ndarray:
@@ -496,8 +492,9 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
                       epochs=hp.epochs, initial_epoch=start, class_weight=weights, verbose=0,
                       shuffle=False, callbacks=phase1_callbacks)
         finished = phase1_callbacks[0].stopped_early or state.get("epoch", 0) >= hp.epochs
-        if phase2 and finished:  # phase 2 (also when resumed) starts from the best epoch
-            _save_finished_phase1(checkpoints, head if cached else model, state, hp.epochs)
+        if phase2 and finished:  # phase 2, also when resumed, starts from the best epoch:
+            # phase1.keras := the restored best model, and phase 1 is marked done
+            _save_checkpoint(checkpoints, head if cached else model, state, 1, hp.epochs)
     else:
         model = keras.saving.load_model(checkpoints / "phase1.keras", safe_mode=True)
         if cached:  # the phase-1 checkpoint is the head alone
