@@ -10,11 +10,11 @@ validation accuracies. Goal: >= 10x faster over 10 epochs, accuracy within 1 poi
 The default is the case the recipe is for: a full-size base (MobileNetV2) at a
 realistic resolution (160 px), where the frozen base's forward passes are the cost.
 Its weights are official-format files pretrained on other digits (there are no
-ImageNet weights offline): 12 epochs at 48 px, where they are cheap, then 4 at the bench's
-image size, so the features suit it. That takes about 4 minutes, once: the files are kept
-under --weights-cache and reused. They are served from a local folder mirror. With a tiny base at a tiny size (e.g.
-`--model mobilenet_v2_035_96 --image-size 32`) fixed costs dominate both sides and
-the ratio says little about fine-tuning.
+ImageNet weights offline): 12 epochs at 48 px, where they are cheap, then 4 at the
+bench's image size, so the features suit it. That takes about 4 minutes, once: the files
+are kept under --weights-cache and reused. They are served from a local folder mirror.
+With a tiny base at a tiny size (e.g. `--model mobilenet_v2_035_96 --image-size 32`)
+fixed costs dominate both sides and the ratio says little about fine-tuning.
 
     .venv/bin/python bench/finetune.py [--model mobilenet_v2] [--image-size 160]
         [--epochs 10] [--per-class 80] [--learning-rate 0.001] [--pretrain-size 48]

@@ -63,11 +63,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "batch_threads", "memory_budget_mb",
-                "decode_threads", "intra_op_threads", "inter_op_threads", "rpc_threads",
-                "max_message_mb", "max_image_pixels", "max_upload_mb", "max_extract_mb",
-                "max_extract_files", "max_jobs", "token", "tls_cert", "tls_key", "metrics_port",
-                "metrics_host", "grace_s", "log_level")
+CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "batch_threads",
+                "memory_budget_mb", "decode_threads", "intra_op_threads", "inter_op_threads",
+                "rpc_threads", "max_message_mb", "max_image_pixels", "max_upload_mb",
+                "max_extract_mb", "max_extract_files", "max_jobs", "token", "tls_cert",
+                "tls_key", "metrics_port", "metrics_host", "grace_s", "log_level")
 
 
 def run(args: argparse.Namespace) -> int:
