@@ -116,9 +116,9 @@ class ServerConfig:
 
 
 _INTS = {"max_batch_size", "max_queue", "batch_threads", "memory_budget_mb", "decode_threads",
-         "intra_op_threads", "inter_op_threads", "max_message_mb", "max_image_pixels", "max_upload_mb",
-         "max_extract_mb", "max_extract_files", "max_concurrent_rpcs", "rpc_threads", "max_jobs",
-         "metrics_port"}
+         "intra_op_threads", "inter_op_threads", "max_message_mb", "max_image_pixels",
+         "max_upload_mb", "max_extract_mb", "max_extract_files", "max_concurrent_rpcs",
+         "rpc_threads", "max_jobs", "metrics_port"}
 _FLOATS = {"max_queue_delay_ms", "load_wait_s", "job_stop_s", "grace_s"}
 
 
