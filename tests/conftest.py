@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of logs
 
 ROOT = Path(__file__).resolve().parent.parent
+# What a subprocess needs on its path to import this checkout's zoo, zoo_server and
+# zoo_client (not whatever copy is installed).
+PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT, ROOT / "client", ROOT / "server"))
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +36,7 @@ def zoo_cli_env(**extra: str) -> dict[str, str]:
     """The environment a `zoo` subprocess needs to see this test's settings."""
     env = dict(os.environ)
     env.update(extra)
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = PYTHONPATH
     return env
 
 

@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import PYTHONPATH, TINY
 from zoo_api.v1 import (
     common_pb2,
     finetune_pb2,
@@ -38,7 +38,7 @@ def mirror_env(pretrained: dict[str, Path], root: Path) -> dict[str, str]:
     manifest = write_mirror(root / "mirror", pretrained, root / "manifest.json")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ZOO_", "HF_HUB_OFFLINE", "HF_ENDPOINT"))}
-    env.update(PYTHONPATH=str(ROOT), ZOO_MANIFEST=str(manifest),
+    env.update(PYTHONPATH=PYTHONPATH, ZOO_MANIFEST=str(manifest),
                ZOO_KERAS_MIRROR=str(root / "mirror"), HF_HOME=str(root / "hf"),
                TF_CPP_MIN_LOG_LEVEL="2")
     return env

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import PYTHONPATH
 from tests.keras_weights import write_mirror
 from tests.servers.static import StaticServer
 from zoo.manifest import load_manifest
@@ -22,7 +22,7 @@ ZOO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "zoo.cli.main
 def zoo(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*ZOO, *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, **env},
     )
 
 
@@ -59,7 +59,7 @@ def test_cheap_commands_never_import_tensorflow() -> None:
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH})
     assert result.returncode == 0, result.stderr
 
 

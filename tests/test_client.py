@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import zoo_client
-from tests.conftest import ROOT, TINY
+from tests.conftest import PYTHONPATH, ROOT, TINY
 from tests.digits import write_digits
 from zoo_client import AsyncZooClient, ZooClient
 
@@ -46,7 +46,7 @@ def server(pretrained_tiny, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("served")
     manifest = write_mirror(root / "mirror", pretrained_tiny, root / "manifest.json")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZOO_MANIFEST": str(manifest),
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "ZOO_MANIFEST": str(manifest),
            "ZOO_KERAS_MIRROR": str(root / "mirror"), "HF_HOME": str(root / "hf")}
     port = free_port()
     process = start_server(root / "home", env, port)
@@ -120,7 +120,7 @@ def test_deadline_is_enforced(server, digit_images) -> None:
 
 def test_unavailable_is_retried_until_the_server_appears(server, tmp_path) -> None:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     with ZooClient(f"127.0.0.1:{port}", retries=1, timeout=2) as zoo:
         started = time.monotonic()
         with pytest.raises(zoo_client.Unavailable):
@@ -212,7 +212,7 @@ def test_upload_finetune_watch_and_classify_with_the_result(server, tmp_path) ->
 
 
 def test_cli_talks_to_the_server(server, digit_images) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     cli = [sys.executable, "-m", "zoo.cli.main", "--server", server]
     listed = subprocess.run([*cli, "list", "vgg*", "--json"], capture_output=True, text=True,
                             env=env, timeout=60)

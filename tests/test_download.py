@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from tests.conftest import ROOT
+from tests.conftest import PYTHONPATH
 from tests.keras_weights import origin_path, write_mirror
 from tests.servers.static import Fault, StaticServer
 from zoo import cache
@@ -141,7 +141,7 @@ def test_stalled_server_times_out(mirror, entry_url, monkeypatch) -> None:
 
 def _fetch_in_subprocess() -> subprocess.Popen[str]:
     code = f"import zoo; print(zoo.fetch_weights({MODEL!r}))"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     return subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
-from tests.conftest import ROOT, TINY
+from tests.conftest import PYTHONPATH, TINY
 from tests.digits import write_digits
 
 pytestmark = pytest.mark.slow
@@ -220,7 +220,7 @@ def test_bad_arguments_get_clear_errors(digits, tmp_path):
 
 
 def test_cli_finetune_predict_and_list_local(weight_server, digits, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     zoo_cli = [sys.executable, "-m", "zoo.cli.main"]
     out = tmp_path / "cli-model"
     run = subprocess.run(

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import ROOT
+from tests.conftest import PYTHONPATH
 from tests.serving import ServerProcess, Stubs, spec
 from zoo_api.v1 import models_pb2
 
@@ -36,7 +36,7 @@ def self_signed(folder) -> tuple:
                     reason="openssl is not installed")
 def test_serve_with_tls_and_a_token_then_stop_on_sigterm(tmp_path):
     cert, key = self_signed(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZOO_TOKEN": TOKEN}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "ZOO_TOKEN": TOKEN}
     server = ServerProcess(tmp_path / "home", env, "--tls-cert", str(cert), "--tls-key", str(key),
                            "--metrics-port", "0")
     assert server.event("serving")["tls"] and server.event("serving")["auth"]
@@ -79,7 +79,7 @@ def test_serve_with_tls_and_a_token_then_stop_on_sigterm(tmp_path):
 
 
 def test_serve_refuses_bad_settings_in_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZOO_HOME": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "ZOO_HOME": str(tmp_path)}
     for args, message in [(["--tls-cert", "x.pem"], "TLS needs both"),
                           (["--max-batch-size", "0"], "max_batch_size must be at least 1")]:
         run = subprocess.run([sys.executable, "-m", "zoo.cli.main", "serve", *args],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from tests.conftest import ROOT
+from tests.conftest import PYTHONPATH, ROOT
 
 pytestmark = pytest.mark.slow
 SENTIMENT = ROOT / "tests" / "fixtures" / "sentiment.csv"
@@ -83,7 +83,7 @@ def test_long_texts_are_truncated_and_counted(tmp_path, caplog) -> None:
 
 
 def test_cli_finetune_and_predict_text(tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     cli = [sys.executable, "-m", "zoo.cli.main"]
     out = tmp_path / "sentiment-cli"
     trained = subprocess.run([*cli, "finetune", "minilm_l6_v2", "--data", str(SENTIMENT),
@@ -230,7 +230,7 @@ def test_fine_tune_layers_trains_the_top_of_minilm_end_to_end_and_resumes(tmp_pa
         manager.close()
 
     # And `zoo predict DIR --text` classifies with it.
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     predicted = subprocess.run([sys.executable, "-m", "zoo.cli.main", "predict", str(out),
                                 "--text", "I really loved it", "What an awful, miserable day",
                                 "--top-k", "1", "--json"],
