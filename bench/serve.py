@@ -72,7 +72,7 @@ def jpegs(n: int, size: int = 224, seed: int = 0) -> list[bytes]:
 def mirror(work: Path) -> dict[str, str]:
     """Official-format weights for MODEL and a class index behind a folder mirror."""
     from tests.keras_weights import write_legacy_h5, write_mirror
-    from zoo.manifest import load_manifest
+    from zoo.hub.manifest import load_manifest
 
     entry = load_manifest().model(MODEL)
     top = write_legacy_h5(MODEL, True, work / "weights" / "top.h5")
@@ -95,8 +95,8 @@ class InProcess:
     def __init__(self, images: list[bytes]):
         import numpy as np
 
-        from zoo.images import decode
-        from zoo.prediction import ImageClassifier
+        from zoo.vision.classifier import ImageClassifier
+        from zoo.vision.images import decode
 
         self.clf = ImageClassifier.load(MODEL)
         self.pixels = np.stack([decode(b, self.clf.size) for b in images])
@@ -234,8 +234,8 @@ def naive_server(port: int, workers: int) -> None:
     import numpy as np
 
     import zoo
-    from zoo.imagenet import imagenet_labels
-    from zoo.images import decode
+    from zoo.vision.imagenet import imagenet_labels
+    from zoo.vision.images import decode
     from zoo_api.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
     model = zoo.load_model(MODEL)

@@ -53,7 +53,7 @@ def pretrained_tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     import json
 
     from tests.keras_weights import write_pretrained_on_digits
-    from zoo.manifest import load_manifest
+    from zoo.hub.manifest import load_manifest
 
     folder = tmp_path_factory.mktemp("pretrained")
     top, notop = write_pretrained_on_digits(TINY, folder)

@@ -13,8 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from zoo.manifest import load_manifest
-from zoo.registry import get_spec
+from zoo.hub.manifest import load_manifest
+from zoo.hub.registry import get_spec
 
 
 def photo_batch(size: tuple[int, int], n: int = 32, seed: int = 0):
@@ -46,7 +46,7 @@ def calibrate_batchnorm(model, spec) -> None:
     """
     import keras
 
-    from zoo.imagenet import preprocess
+    from zoo.vision.imagenet import preprocess
 
     batch = preprocess(photo_batch(spec.input.size), spec.input.preprocessing)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -145,7 +145,7 @@ def write_pretrained_on_digits(name: str, folder: Path, size: int = 32, epochs: 
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    from zoo.imagenet import preprocess
+    from zoo.vision.imagenet import preprocess
 
     spec = get_spec(name)
     keras.utils.set_random_seed(0)

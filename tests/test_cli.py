@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import PYTHONPATH
 from tests.keras_weights import write_mirror
 from tests.servers.static import StaticServer
-from zoo.manifest import load_manifest
+from zoo.hub.manifest import load_manifest
 
 SCRIPT = Path(sys.executable).with_name("zoo")
 ZOO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "zoo.cli.main"]

@@ -22,8 +22,8 @@ import zoo
 from tests.conftest import PYTHONPATH
 from tests.keras_weights import origin_path, write_mirror
 from tests.servers.static import Fault, StaticServer
-from zoo import cache
-from zoo.manifest import load_manifest
+from zoo.hub import cache
+from zoo.hub.manifest import load_manifest
 
 MODEL = "mobilenet_v2_035_96"
 SIZE = 3 * 1024 * 1024 + 123

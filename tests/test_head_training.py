@@ -7,8 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from zoo.finetuning import _compile, head_block  # noqa: E402
-from zoo.head_training import fit_on_arrays  # noqa: E402
+from zoo.finetuning.head import fit_on_arrays  # noqa: E402
+from zoo.finetuning.image import _compile, head_block  # noqa: E402
 
 CLASSES, DIM = 4, 16
 

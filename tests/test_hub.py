@@ -13,7 +13,7 @@ import pytest
 
 import zoo
 from tests.servers.hub import Fault, HubServer
-from zoo.manifest import load_manifest
+from zoo.hub.manifest import load_manifest
 
 MODEL = "minilm_l6_v2"
 ENTRY = load_manifest().model(MODEL)

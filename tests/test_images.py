@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data
 
 from zoo.errors import InvalidInputError
-from zoo.images import decode
+from zoo.vision.images import decode
 
 PHOTO = data.chelsea()  # a real photograph, 300 x 451
 

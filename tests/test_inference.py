@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from zoo.inference import compiled_image_call, fold_batchnorm, inference_model  # noqa: E402
+from zoo.vision.inference import compiled_image_call, fold_batchnorm, inference_model  # noqa: E402
 
 
 def _trained_statistics(model, seed: int = 0) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import zoo
 from zoo.errors import ManifestError
-from zoo.manifest import load_manifest, parse_manifest
+from zoo.hub.manifest import load_manifest, parse_manifest
 
 GOOD = json.loads(load_manifest().path.read_text())
 

@@ -11,7 +11,7 @@ import pytest
 import zoo
 from tests.keras_weights import write_legacy_h5, write_mirror
 from tests.servers.static import StaticServer
-from zoo.manifest import load_manifest
+from zoo.hub.manifest import load_manifest
 
 pytestmark = pytest.mark.slow
 MODEL = "mobilenet_v2_035_96"

@@ -7,9 +7,9 @@ import re
 import pytest
 
 import zoo
-from zoo.manifest import load_manifest
-from zoo.registry import list_models
-from zoo.spec import IMAGE_CLASSIFICATION, PREPROCESSING_MODES, TASKS
+from zoo.hub.manifest import load_manifest
+from zoo.hub.registry import list_models
+from zoo.hub.spec import IMAGE_CLASSIFICATION, PREPROCESSING_MODES, TASKS
 
 ALL = list_models()
 

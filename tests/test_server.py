@@ -141,8 +141,8 @@ def test_load_and_unload(stubs):
 
 def in_process_probabilities(images: list[bytes], root: Path, monkeypatch) -> np.ndarray:
     """The same model, loaded in this process from the same files, on the same bytes."""
-    from zoo.images import decode
-    from zoo.prediction import ImageClassifier
+    from zoo.vision.classifier import ImageClassifier
+    from zoo.vision.images import decode
 
     monkeypatch.setenv("ZOO_MANIFEST", str(root / "manifest.json"))
     monkeypatch.setenv("ZOO_KERAS_MIRROR", str(root / "mirror"))

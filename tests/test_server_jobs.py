@@ -329,13 +329,13 @@ def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id, 
     # recorded name; the store wins a name both have.
     import shutil
 
-    from zoo import finetuned
+    from zoo import model_dir
 
     made = served[2] / "cli-made"
     shutil.copytree(served[0].home / "models" / "digits" / "1", made)
     monkeypatch.setenv("ZOO_HOME", str(served[0].home))
-    finetuned.record(made, "cli-made")
-    finetuned.record(made, "digits")
+    model_dir.record(made, "cli-made")
+    model_dir.record(made, "digits")
     cli = stubs.inference.Classify(inference_pb2.ClassifyRequest(
         model=spec("cli-made"), images=[sevens[0].read_bytes()]))
     assert cli.model.version == 1 and cli.results[0].predictions[0].label == \

@@ -274,7 +274,7 @@ def test_closing_a_batcher_fails_what_it_can_no_longer_run():
 def fake_manager(monkeypatch, budget_mb: int, build_seconds: float = 0.0, **config):
     import dataclasses
 
-    from zoo.registry import get_spec
+    from zoo.hub.registry import get_spec
     from zoo_server.runtime import Loaded, ModelManager
     from zoo_server.store import Resolved
 

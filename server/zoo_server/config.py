@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import InvalidInputError
-from zoo.images import DEFAULT_MAX_PIXELS
+from zoo.vision.images import DEFAULT_MAX_PIXELS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051

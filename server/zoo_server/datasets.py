@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from zoo.errors import InvalidInputError
-from zoo.images import is_image_file
+from zoo.vision.images import is_image_file
 from zoo_server.db import Database, now_ms
 from zoo_server.errors import UploadTooLargeError
 from zoo_server.names import new_dataset_id

@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import_tensorflow()
     import zoo
-    from zoo import finetuned
+    from zoo import model_dir
 
     # The server registers the result in its model store (ZOO_HOME/models); the
     # `zoo finetune` index is for models made on the command line.
-    finetuned.record = lambda folder, name: None
+    model_dir.record = lambda folder, name: None
     try:
         result = zoo.finetune(
             spec["base"], spec["data"], spec["out"], resume=bool(spec.get("resume")),

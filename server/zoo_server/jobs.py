@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import zoo
-from zoo import finetuned
+from zoo import model_dir
 from zoo.errors import InvalidInputError, ModelNotFoundError
-from zoo.registry import get_spec
+from zoo.hub.registry import get_spec
 from zoo_server.config import ServerConfig
 from zoo_server.datasets import IMAGE_FORMATS, DatasetStore
 from zoo_server.db import Database, now_ms
@@ -57,7 +57,7 @@ IMAGE_ONLY = ("fine_tune_fraction", "image_size", "augment")
 
 
 def check_hyperparameters(hp: dict[str, Any], image: bool) -> None:
-    from zoo.finetuning import HyperParameters
+    from zoo.finetuning.image import HyperParameters
 
     unknown = set(hp) - set(HYPERPARAMETERS)
     if unknown:
@@ -130,7 +130,7 @@ class JobManager:
             out = self._out(job["id"])
             if job["cancel_requested"]:
                 self._end(job["id"], CANCELLED, "cancelled (the server stopped while it ran)")
-            elif finetuned.is_model_dir(out):  # it finished; the server died before registering
+            elif model_dir.is_model_dir(out):  # it finished; the server died before registering
                 try:
                     self._succeed(job["id"], job["output_name"], out)
                 except Exception as e:
@@ -359,7 +359,7 @@ class JobManager:
         self._wake.set()
 
     def _succeed(self, job_id: str, name: str, out: Path) -> None:
-        meta = finetuned.read_meta(out)
+        meta = model_dir.read_meta(out)
         version = self.store.register(out, name)
         final = {k: float(v) for k, v in (meta.get("metrics") or {}).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}

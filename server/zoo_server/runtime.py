@@ -11,7 +11,7 @@ parameter count (x 4 bytes, float32 weights) before loading and measured after.
 Kinds of loaded model, each with its own batcher:
     classify       image classifier (registry model with its ImageNet head, or fine-tuned)
     image-embed    pooled features of an image model (include_top=False / the fine-tune's base)
-    text-embed     a text model's sentence embeddings (zoo.text encoder)
+    text-embed     a text model's sentence embeddings (zoo.text.encoder encoder)
     text-classify  a fine-tuned text classifier (a head on the shared text-embed encoder, or
                    an end-to-end model with its own fine-tuned backbone)
 """
@@ -78,7 +78,7 @@ def weights_bytes(model: Any) -> int:
 def _shares_encoder(resolved: Resolved, kind: str) -> bool:
     """A text classifier whose model.keras is a head on its base's shared encoder (not an
     end-to-end model that holds its own fine-tuned backbone)."""
-    from zoo.finetuned import takes_tokens
+    from zoo.model_dir import takes_tokens
 
     return kind == TEXT_CLASSIFY and not takes_tokens(resolved.meta)
 
@@ -98,7 +98,7 @@ def estimate_bytes(resolved: Resolved, kind: str) -> int:
 
 
 def encoder_base(loaded: Loaded) -> str | None:
-    """The registry text model whose encoder (cached by zoo.text) this model uses."""
+    """The registry text model whose encoder (cached by zoo.text.encoder) this model uses."""
     if loaded.kind == TEXT_EMBED and loaded.resolved.spec is not None:
         return loaded.resolved.spec.name
     if _shares_encoder(loaded.resolved, loaded.kind) and loaded.resolved.meta is not None:
@@ -243,7 +243,7 @@ class ModelManager:
         loaded.batcher.close(wait=False)
         base = encoder_base(loaded)
         if base is not None and all(encoder_base(m) != base for m in self._models.values()):
-            from zoo.text import unload_encoder
+            from zoo.text.encoder import unload_encoder
 
             unload_encoder(base)  # no loaded model uses that encoder any more
         log_event("model_unloaded", model=loaded.name, kind=loaded.kind, reason=why)
@@ -314,7 +314,7 @@ class ModelManager:
         raise ValueError(f"unknown kind {kind!r}")
 
     def _build_classifier(self, key: Key, resolved: Resolved, started: float) -> Loaded:
-        from zoo.prediction import ImageClassifier
+        from zoo.vision.classifier import ImageClassifier
 
         if not resolved.is_image:
             raise InvalidInputError(
@@ -331,10 +331,10 @@ class ModelManager:
                       prepare=clf.prepare)
 
     def _build_image_features(self, key: Key, resolved: Resolved, started: float) -> Loaded:
-        from zoo import finetuned
-        from zoo.imagenet import preprocess
-        from zoo.inference import compiled_image_call, inference_model
-        from zoo.models import load_model
+        from zoo import model_dir
+        from zoo.vision.build import load_model
+        from zoo.vision.imagenet import preprocess
+        from zoo.vision.inference import compiled_image_call, inference_model
 
         if not resolved.is_image:
             raise InvalidInputError(f"{resolved.describe()} is a {resolved.task} model, not an "
@@ -343,7 +343,7 @@ class ModelManager:
         assert size is not None
         mode: str | None
         if resolved.path is not None:
-            model = _features_model(finetuned.load(resolved.path))
+            model = _features_model(model_dir.load(resolved.path))
             mode = None  # fine-tuned models take raw pixels; scaling is inside
         else:
             assert resolved.spec is not None
@@ -365,7 +365,7 @@ class ModelManager:
                       dim=dim, prepare=prepare)
 
     def _build_text_encoder(self, key: Key, resolved: Resolved, started: float) -> Loaded:
-        from zoo.text import load_encoder
+        from zoo.text.encoder import load_encoder
 
         if resolved.path is not None or resolved.spec is None or not resolved.spec.is_text:
             raise InvalidInputError(
@@ -390,9 +390,9 @@ class ModelManager:
                 + (" (registry text models are backbones: fine-tune one with CreateJob)"
                    if resolved.spec is not None and resolved.spec.is_text
                    and resolved.path is None else ""))
-        from zoo import text_classifier
+        from zoo.text.classifier import TextClassifier
 
-        clf = text_classifier.TextClassifier.load(resolved.path)
+        clf = TextClassifier.load(resolved.path)
 
         def run(texts: list[str]) -> list[tuple[np.ndarray, bool]]:
             probs, truncated = clf.probabilities(texts)

@@ -20,8 +20,8 @@ import grpc
 import numpy as np
 
 from zoo.errors import InvalidInputError, ZooError
-from zoo.images import decode
-from zoo.spec import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_EMBEDDING
+from zoo.hub.spec import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_EMBEDDING
+from zoo.vision.images import decode
 from zoo_api.v1 import (
     common_pb2,
     finetune_pb2,
@@ -171,7 +171,7 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         self.store, self.manager = store, manager
 
     def info(self, m: Resolved, labels: bool = False) -> models_pb2.ModelInfo:
-        from zoo.fetch import cached_path
+        from zoo.hub.fetch import cached_path
 
         info = models_pb2.ModelInfo(name=m.name, version=m.version, task=TASKS.get(m.task, 0),
                                     loaded=self.manager.is_loaded(m.name, m.version))
@@ -195,7 +195,7 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
                 info.cached = False
             if labels and spec.is_image and spec.head.labels == "imagenet":
                 try:
-                    from zoo.imagenet import imagenet_labels
+                    from zoo.vision.imagenet import imagenet_labels
 
                     info.labels.extend(label for _, label in imagenet_labels())
                 except ZooError:
@@ -248,7 +248,7 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
             yield models_pb2.FetchModelProgress(file="model.keras", done=True,
                                                 path=str(resolved.path))
             return
-        from zoo.fetch import fetch_asset, fetch_weights
+        from zoo.hub.fetch import fetch_asset, fetch_weights
 
         spec = resolved.spec
         assert spec is not None

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo import config, finetuned
+from zoo import config, model_dir
 from zoo.errors import InvalidInputError, ModelNotFoundError
-from zoo.registry import get_spec, list_models
-from zoo.spec import ModelSpec
+from zoo.hub.registry import get_spec, list_models
+from zoo.hub.spec import ModelSpec
 from zoo_server.names import check_lookup_name, check_output_name, is_storable
 
 REGISTRY = "registry"
@@ -93,7 +93,7 @@ class ModelStore:
         except OSError:
             return []
         return sorted(int(p.name) for p in entries
-                      if p.name.isdigit() and finetuned.is_model_dir(p))
+                      if p.name.isdigit() and model_dir.is_model_dir(p))
 
     def register(self, model_dir: Path, name: str) -> int:
         """Move a finished job's model directory into the store as the next version of
@@ -117,7 +117,7 @@ class ModelStore:
         except OSError:
             return {}
         if self._index_cache is None or self._index_cache[0] != mtime:
-            rows = finetuned.list_local()
+            rows = model_dir.list_local()
             self._index_cache = (mtime, {row["name"]: Path(row["path"]) for row in rows})
         return self._index_cache[1]
 
@@ -126,13 +126,13 @@ class ModelStore:
     def _meta(self, path: Path) -> dict[str, Any]:
         """zoo.json, parsed once per file version (requests resolve models all the time)."""
         try:
-            mtime = (path / finetuned.META_FILE).stat().st_mtime_ns
+            mtime = (path / model_dir.META_FILE).stat().st_mtime_ns
         except OSError:
             mtime = -1
         cached = self._meta_cache.get(path)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        meta = finetuned.read_meta(path)
+        meta = model_dir.read_meta(path)
         self._meta_cache[path] = (mtime, meta)
         return meta
 

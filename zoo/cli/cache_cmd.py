@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from zoo import cache, config
+from zoo import config
 from zoo.cli.output import print_json, print_table
 from zoo.errors import InvalidInputError
-from zoo.fetch import hub_snapshot
-from zoo.manifest import FileEntry, load_manifest
-from zoo.registry import get_spec
+from zoo.hub import cache
+from zoo.hub.fetch import hub_snapshot
+from zoo.hub.manifest import FileEntry, load_manifest
+from zoo.hub.registry import get_spec
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

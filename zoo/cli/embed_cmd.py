@@ -61,7 +61,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace) -> int:
     texts, lines = texts_of(args)  # bad files fail here, before TensorFlow loads
     import_tensorflow()  # its start-up banner would bury a one-line error
-    from zoo.text import embed
+    from zoo.text.encoder import embed
 
     vectors = embed(args.model, texts, batch_size=args.batch_size, normalize=not args.no_normalize)
     if args.json:

@@ -10,8 +10,8 @@ import argparse
 
 from zoo.cli.output import print_json, progress_for
 from zoo.errors import InvalidInputError
-from zoo.fetch import SOURCES, fetch_weights
-from zoo.registry import get_spec, list_models
+from zoo.hub.fetch import SOURCES, fetch_weights
+from zoo.hub.registry import get_spec, list_models
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise InvalidInputError("--out is required: the folder for the fine-tuned model")
     import_tensorflow()
-    from zoo.finetuning import finetune
+    from zoo.finetuning.image import finetune
 
     def emit(event: dict[str, Any]) -> None:
         line = json.dumps(event) if args.json else _human(event)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zoo import cache
 from zoo.cli.output import format_params, print_json
-from zoo.fetch import cached_path
-from zoo.manifest import load_manifest
-from zoo.registry import get_spec
+from zoo.hub import cache
+from zoo.hub.fetch import cached_path
+from zoo.hub.manifest import load_manifest
+from zoo.hub.registry import get_spec
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -7,10 +7,10 @@ import fnmatch
 
 from zoo.cli import remote
 from zoo.cli.output import format_params, print_json, print_table
-from zoo.fetch import cached_path
-from zoo.finetuned import list_local
-from zoo.registry import list_models
-from zoo.spec import TASKS, ModelSpec
+from zoo.hub.fetch import cached_path
+from zoo.hub.registry import list_models
+from zoo.hub.spec import TASKS, ModelSpec
+from zoo.model_dir import list_local
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from zoo.download import Progress
+from zoo.hub.download import Progress
 
 
 def print_json(data: Any) -> None:

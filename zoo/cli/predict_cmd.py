@@ -46,7 +46,7 @@ def run_text(args: argparse.Namespace) -> int:
             results = zoo.classify_text(args.model, args.text, top_k=args.top_k)
     else:
         import_tensorflow()
-        from zoo.text_classifier import TextClassifier
+        from zoo.text.classifier import TextClassifier
 
         results = TextClassifier.load(args.model).classify(args.text, top_k=args.top_k)
     return show(args, "text", args.text, results)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             results = zoo.classify(args.model, args.images, top_k=args.top_k)
     else:
         import_tensorflow()
-        from zoo.prediction import classifier
+        from zoo.vision.classifier import classifier
 
         results = classifier(args.model).classify(args.images, top_k=args.top_k)
     return show(args, "image", args.images, results)

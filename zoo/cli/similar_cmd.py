@@ -34,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     lines = read_lines(args.file)  # bad files fail here, before TensorFlow loads
     import_tensorflow()  # its start-up banner would bury a one-line error
-    from zoo.text import most_similar
+    from zoo.text.encoder import most_similar
 
     matches = most_similar(
         args.model, args.query, [text for _, text in lines],

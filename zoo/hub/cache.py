@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from zoo import config
-from zoo.manifest import Checksum, FileEntry
+from zoo.hub.manifest import Checksum, FileEntry
 
 log = logging.getLogger("zoo")
 

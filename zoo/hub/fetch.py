@@ -15,8 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from zoo import cache, config
-from zoo.download import Progress, place_file
+from zoo import config
 from zoo.errors import (
     ChecksumMismatchError,
     InvalidInputError,
@@ -24,8 +23,10 @@ from zoo.errors import (
     OfflineError,
     WeightsNotFoundError,
 )
-from zoo.manifest import FileEntry, ModelEntry, PackageSource, load_manifest
-from zoo.registry import get_spec
+from zoo.hub import cache
+from zoo.hub.download import Progress, place_file
+from zoo.hub.manifest import FileEntry, ModelEntry, PackageSource, load_manifest
+from zoo.hub.registry import get_spec
 
 log = logging.getLogger("zoo")
 

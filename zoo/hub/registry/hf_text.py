@@ -7,8 +7,8 @@ files (and the installed package that carries MiniLM for offline use).
 
 from __future__ import annotations
 
-from zoo.registry import register
-from zoo.spec import (
+from zoo.hub.registry import register
+from zoo.hub.spec import (
     TEXT_CLASSIFICATION,
     TEXT_EMBEDDING,
     HeadSpec,

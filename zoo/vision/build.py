@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo import finetuned
+from zoo import model_dir
 from zoo.errors import InvalidInputError
-from zoo.fetch import fetch_weights
-from zoo.registry import get_spec
-from zoo.spec import ModelSpec
+from zoo.hub.fetch import fetch_weights
+from zoo.hub.registry import get_spec
+from zoo.hub.spec import ModelSpec
 
 if TYPE_CHECKING:
     import keras
@@ -74,9 +74,9 @@ def load_model(
     N-way head on the pretrained base. Text models: the keras-hub backbone. A fine-tuned
     model's folder (or the name it was recorded under) loads that model, in safe mode.
     """
-    folder = finetuned.resolve(name)
+    folder = model_dir.resolve(name)
     if folder is not None:
-        return finetuned.load(folder)
+        return model_dir.load(folder)
     spec = get_spec(name)
     if spec.is_image:
         return _image_model(spec, include_top, num_classes, input_shape)

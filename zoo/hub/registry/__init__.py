@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 
 from zoo.errors import ModelNotFoundError
-from zoo.spec import TASKS, ModelSpec
+from zoo.hub.spec import TASKS, ModelSpec
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -26,8 +26,8 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 def _load_families() -> None:
     # Imported for their side effect of registering; kept here so importing
-    # `zoo.registry` alone is enough to see every model.
-    from zoo.registry import hf_text, keras_applications  # noqa: F401
+    # `zoo.hub.registry` alone is enough to see every model.
+    from zoo.hub.registry import hf_text, keras_applications  # noqa: F401
 
 
 def split_name(name: str) -> tuple[str, str | None]:

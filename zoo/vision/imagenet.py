@@ -12,8 +12,8 @@ from functools import lru_cache
 import numpy as np
 
 from zoo.errors import InvalidInputError
-from zoo.fetch import fetch_asset
-from zoo.registry import get_spec
+from zoo.hub.fetch import fetch_asset
+from zoo.hub.registry import get_spec
 
 # Keras's constants for the "caffe" and "torch" modes (imagenet_utils.py).
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)

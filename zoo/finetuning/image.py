@@ -27,20 +27,20 @@ from typing import Any
 
 import numpy as np
 
-from zoo import finetuned
-from zoo.datasets import ImageDataset, load_image_dataset, to_tf_dataset
+from zoo import model_dir
 from zoo.errors import InvalidInputError
-from zoo.head_training import fit_on_arrays
-from zoo.inference import compiled_image_call, inference_model
-from zoo.registry import get_spec
-from zoo.report import (
+from zoo.finetuning.head import fit_on_arrays
+from zoo.finetuning.image_data import ImageDataset, load_image_dataset, to_tf_dataset
+from zoo.finetuning.report import (
     classification_metrics,
     model_card,
     plot_confusion,
     plot_history,
     write_json,
 )
-from zoo.spec import ModelSpec
+from zoo.hub.registry import get_spec
+from zoo.hub.spec import ModelSpec
+from zoo.vision.inference import compiled_image_call, inference_model
 
 log = logging.getLogger("zoo")
 
@@ -354,13 +354,13 @@ def finetune(
 ) -> FineTuneResult:
     """Fine-tune registered model `base` on `data`; write a Zoo model directory to `out`.
 
-    Text bases (see `zoo.text`) take the same call with a CSV/JSONL of text,label.
+    Text bases (see `zoo.text.encoder`) take the same call with a CSV/JSONL of text,label.
     `on_event` receives one dict per state change and epoch; `should_stop` is polled
     between batches, and a True answer ends training cleanly after a checkpoint.
     """
     spec = get_spec(base)
     if spec.is_text:
-        from zoo.text_classifier import finetune_text
+        from zoo.text.classifier import finetune_text
 
         image_only = {"--fine-tune-fraction": fine_tune_fraction is not None,
                       "--image-size": image_size is not None, "--augment": augment,
@@ -398,7 +398,7 @@ def finetune(
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not resume:
-        if not (out / "checkpoints").is_dir() and not finetuned.is_model_dir(out):
+        if not (out / "checkpoints").is_dir() and not model_dir.is_model_dir(out):
             raise InvalidInputError(
                 f"--out {out} is a non-empty folder that is not a Zoo model; choose another"
             )
@@ -422,7 +422,7 @@ def _run(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParameters,
          name: str, data: str | Path) -> FineTuneResult:
     import keras
 
-    from zoo.models import load_model
+    from zoo.vision.build import load_model
 
     keras.utils.set_random_seed(hp.seed)
     EpochEvents, Checkpoint, KeepBest = _callbacks_module()
@@ -538,14 +538,14 @@ def _finish(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParamete
     (out / "plots").mkdir(exist_ok=True)
     plot_history(history, out / "plots" / "training_curves.png")
     plot_confusion(metrics["confusion_matrix"], dataset.classes, out / "plots" / "confusion_matrix.png")
-    model_path = out / finetuned.MODEL_FILE
+    model_path = out / model_dir.MODEL_FILE
     tmp = out / "model.tmp.keras"
     served.save(tmp)
     tmp.replace(model_path)
     (out / "labels.txt").write_text("\n".join(dataset.classes) + "\n", encoding="utf-8")
     epochs_run = len(history.get("loss", []))
     meta: dict[str, Any] = {
-        "format_version": finetuned.FORMAT_VERSION,
+        "format_version": model_dir.FORMAT_VERSION,
         "name": name,
         "task": spec.task,
         "base": spec.name,
@@ -572,8 +572,8 @@ def _finish(spec: ModelSpec, dataset: ImageDataset, out: Path, hp: HyperParamete
         exported = out / "savedmodel"
         shutil.rmtree(exported, ignore_errors=True)
         served.export(str(exported), format="tf_saved_model", verbose=False)
-    write_json(out / finetuned.META_FILE, meta)  # last: its presence marks a complete model
-    finetuned.record(out, name)
+    write_json(out / model_dir.META_FILE, meta)  # last: its presence marks a complete model
+    model_dir.record(out, name)
     emit({"event": "done", "output_dir": str(out), "accuracy": metrics["accuracy"],
           "epochs_run": epochs_run})
     return FineTuneResult(out, model_path, metrics, history, dataset.classes, spec.name,

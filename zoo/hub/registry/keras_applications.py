@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.registry import register
-from zoo.spec import IMAGE_CLASSIFICATION, HeadSpec, InputSpec, ModelSpec, Provenance
+from zoo.hub.registry import register
+from zoo.hub.spec import IMAGE_CLASSIFICATION, HeadSpec, InputSpec, ModelSpec, Provenance
 
 LICENSE = "Apache-2.0"  # keras-team/keras-applications weights release
 

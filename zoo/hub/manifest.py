@@ -19,8 +19,8 @@ from typing import Any
 from zoo.errors import ManifestError
 
 MANIFEST_ENV = "ZOO_MANIFEST"
-_BUNDLED = Path(__file__).with_name("data") / "weights_manifest.json"
-_REPO_COPY = Path(__file__).resolve().parent.parent / "weights_manifest.json"
+_BUNDLED = Path(__file__).resolve().parent.parent / "data" / "weights_manifest.json"
+_REPO_COPY = Path(__file__).resolve().parent.parent.parent / "weights_manifest.json"
 
 _HEX = {"md5": 32, "sha256": 64}
 

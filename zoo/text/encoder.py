@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo.errors import InvalidInputError
-from zoo.fetch import fetch_weights
-from zoo.registry import get_spec
-from zoo.spec import ModelSpec
+from zoo.hub.fetch import fetch_weights
+from zoo.hub.registry import get_spec
+from zoo.hub.spec import ModelSpec
 
 if TYPE_CHECKING:
     import keras

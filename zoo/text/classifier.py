@@ -1,14 +1,14 @@
 """Text classifiers on pretrained keras-hub backbones: data, training, loading.
 
 `zoo.finetune(text_model, "data.csv", out)` lands here, and trains the way the image
-path does (zoo.finetuning):
+path does (zoo.finetuning.image):
 
-1. Phase 1: each text is embedded once with the model's own pooling (zoo.text), and a
+1. Phase 1: each text is embedded once with the model's own pooling (zoo.text.encoder), and a
    head (standardisation, dropout, dense) is trained on the cached embeddings, which
    takes seconds on a CPU. model.keras is then the head alone (zoo.json: input kind
    "embedding"), and the base's shared encoder embeds every text it classifies.
 2. Phase 2, with `fine_tune_layers=K`: one Keras model, `token_ids` and `padding_mask`
-   -> a copy of the backbone -> the same pooling as a Keras layer (zoo.text_layers) ->
+   -> a copy of the backbone -> the same pooling as a Keras layer (zoo.text.layers) ->
    the phase-1 head, gives exactly phase 1's probabilities before it trains. The top K
    transformer layers are unfrozen (embeddings and lower layers stay frozen) and it
    trains `epochs` more epochs at learning_rate x 0.1 on the texts tokenized to one
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoo import finetuned
-from zoo.datasets import _stratified_split
+from zoo import model_dir
 from zoo.errors import InvalidInputError
-from zoo.spec import TEXT_CLASSIFICATION, ModelSpec
+from zoo.finetuning.image_data import _stratified_split
+from zoo.hub.spec import TEXT_CLASSIFICATION, ModelSpec
 
 if TYPE_CHECKING:
-    from zoo.text import TextEncoder
+    from zoo.text.encoder import TextEncoder
 
 log = logging.getLogger("zoo")
 Event = dict[str, Any]
@@ -115,15 +115,15 @@ def _head(dim: int, classes: int, dropout: float, mean: np.ndarray, variance: np
 def end_to_end_model(encoder: TextEncoder, head: Any) -> Any:
     """token_ids, padding_mask -> a copy of the encoder's backbone -> pooling -> `head`.
 
-    The pooling (and L2 normalisation) is `zoo.text_layers.SentenceEmbedding`, computed as
+    The pooling (and L2 normalisation) is `zoo.text.layers.SentenceEmbedding`, computed as
     `encoder.encode` computes the embeddings the head was trained on, so before any
     training the model gives what `head(encoder.encode(texts).vectors)` gives. The
-    backbone is a copy named `BACKBONE`: training it leaves the encoder, which zoo.text
+    backbone is a copy named `BACKBONE`: training it leaves the encoder, which zoo.text.encoder
     caches for every embedding this process makes, as it was.
     """
     import keras
 
-    from zoo.text_layers import SegmentIds, SentenceEmbedding
+    from zoo.text.layers import SegmentIds, SentenceEmbedding
 
     source = encoder.backbone
     backbone = source.__class__.from_config({**source.get_config(), "name": BACKBONE})
@@ -170,15 +170,15 @@ def finetune_text(
 ) -> Any:
     import keras
 
-    from zoo import finetuning
-    from zoo.report import (
+    from zoo.finetuning import image as finetuning
+    from zoo.finetuning.report import (
         classification_metrics,
         model_card,
         plot_confusion,
         plot_history,
         write_json,
     )
-    from zoo.text import TextEncoder, load_encoder
+    from zoo.text.encoder import TextEncoder, load_encoder
 
     hp = finetuning.HyperParameters(
         epochs=epochs, fine_tune_layers=fine_tune_layers, batch_size=batch_size,
@@ -297,7 +297,7 @@ def finetune_text(
         if resumed:
             import keras_hub  # noqa: F401  (registers the backbone classes)
 
-            import zoo.text_layers  # noqa: F401
+            import zoo.text.layers  # noqa: F401
 
             model = keras.saving.load_model(checkpoints / "phase2.keras", safe_mode=True,
                                             compile=False)
@@ -323,7 +323,7 @@ def finetune_text(
         classifier = TextClassifier(name or out.name, tuned, served, classes, tokens=True)
         probs, _ = classifier.probabilities([texts[i] for i in val_idx])
         inputs: dict[str, Any] = {
-            "kind": finetuned.TOKENS, "max_length": encoder.max_length,
+            "kind": model_dir.TOKENS, "max_length": encoder.max_length,
             "sequence_length": length, "preprocessing": spec.input.preprocessing,
             "pooling": encoder.pooling, "normalized": True,
             "tokens": "token_ids and padding_mask, int32: [CLS] word pieces [SEP] [PAD]..."}
@@ -343,13 +343,13 @@ def finetune_text(
     plot_confusion(metrics["confusion_matrix"], classes, out / "plots" / "confusion_matrix.png")
     tmp = out / "model.tmp.keras"
     served.save(tmp)
-    tmp.replace(out / finetuned.MODEL_FILE)
+    tmp.replace(out / model_dir.MODEL_FILE)
     (out / "labels.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
     import datetime as dt
 
     counts = np.bincount(labels, minlength=n)
     meta: dict[str, Any] = {
-        "format_version": finetuned.FORMAT_VERSION, "name": name or out.name,
+        "format_version": model_dir.FORMAT_VERSION, "name": name or out.name,
         "task": TEXT_CLASSIFICATION, "base": spec.name, "base_family": spec.family,
         "base_params": spec.params, "base_weights": spec.weights_tag, "labels": classes,
         "input": inputs,
@@ -366,18 +366,18 @@ def finetune_text(
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", history)
     (out / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
-    write_json(out / finetuned.META_FILE, meta)  # last: its presence marks a complete model
-    finetuned.record(out, meta["name"])
+    write_json(out / model_dir.META_FILE, meta)  # last: its presence marks a complete model
+    model_dir.record(out, meta["name"])
     emit({"event": "done", "output_dir": str(out), "accuracy": metrics["accuracy"],
           "epochs_run": meta["training"]["epochs_run"]})
-    return finetuning.FineTuneResult(out, out / finetuned.MODEL_FILE, metrics, history, classes,
+    return finetuning.FineTuneResult(out, out / model_dir.MODEL_FILE, metrics, history, classes,
                                      spec.name, meta["training"]["epochs_run"], True, None, meta)
 
 
 class TextClassifier:
     """A fine-tuned text classifier, of one of the two kinds zoo.json's `input.kind` names.
 
-    "embedding" (a head only): the base's encoder, shared through zoo.text's cache, embeds
+    "embedding" (a head only): the base's encoder, shared through zoo.text.encoder's cache, embeds
     each text and model.keras, the head, classifies the embedding.
     "tokens" (end-to-end, from `fine_tune_layers` > 0): the base's tokenizer packs each
     text and model.keras, which holds its own fine-tuned backbone, classifies the tokens;
@@ -405,20 +405,20 @@ class TextClassifier:
 
     @classmethod
     def load(cls, name_or_dir: str | Path) -> TextClassifier:
-        from zoo.fetch import fetch_weights
-        from zoo.registry import get_spec
-        from zoo.text import TextEncoder, load_encoder
+        from zoo.hub.fetch import fetch_weights
+        from zoo.hub.registry import get_spec
+        from zoo.text.encoder import TextEncoder, load_encoder
 
-        folder = finetuned.resolve(name_or_dir)
+        folder = model_dir.resolve(name_or_dir)
         if folder is None:
             raise InvalidInputError(f"{name_or_dir} is not a fine-tuned text classifier")
-        meta = finetuned.read_meta(folder)
+        meta = model_dir.read_meta(folder)
         if meta.get("task") != TEXT_CLASSIFICATION:
             raise InvalidInputError(f"{name_or_dir} is a {meta.get('task')} model, not a text classifier")
-        if not finetuned.takes_tokens(meta):
-            return cls(meta["name"], load_encoder(meta["base"]), finetuned.load(folder),
+        if not model_dir.takes_tokens(meta):
+            return cls(meta["name"], load_encoder(meta["base"]), model_dir.load(folder),
                        meta["labels"])
-        model = finetuned.load(folder)
+        model = model_dir.load(folder)
         spec = get_spec(meta["base"])
         encoder = TextEncoder(spec, fetch_weights(spec.name), backbone=model.get_layer(BACKBONE))
         return cls(meta["name"], encoder, model, meta["labels"], tokens=True)
@@ -435,7 +435,7 @@ class TextClassifier:
         return probs, truncated
 
     def classify(self, texts: Sequence[str], top_k: int = 5) -> list[list[Any]]:
-        from zoo.prediction import Prediction, check_top_k
+        from zoo.vision.classifier import Prediction, check_top_k
 
         check_top_k(top_k, len(self.labels))
         probs, _ = self.probabilities(texts)

@@ -6,7 +6,7 @@ an index under `ZOO_HOME`, so `zoo list --local` finds it and `zoo predict NAME`
 name as well as by path. Models are always loaded in Keras safe mode: a directory
 someone sent you cannot run arbitrary code through a Lambda layer. An end-to-end text
 classifier (zoo.json input kind "tokens") holds a keras-hub backbone and Zoo's pooling
-layer, registered classes that `load` imports first (keras_hub, zoo.text_layers).
+layer, registered classes that `load` imports first (keras_hub, zoo.text.layers).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
 
 
 def takes_tokens(meta: dict[str, Any] | None) -> bool:
-    """True for an end-to-end text classifier (see zoo.text_classifier)."""
+    """True for an end-to-end text classifier (see zoo.text.classifier)."""
     return isinstance(meta, dict) and (meta.get("input") or {}).get("kind") == TOKENS
 
 
@@ -122,7 +122,7 @@ def load(folder: str | Path) -> keras.Model:
     if takes_tokens(meta):  # register the keras-hub backbone and zoo's pooling layers
         import keras_hub  # noqa: F401
 
-        import zoo.text_layers  # noqa: F401
+        import zoo.text.layers  # noqa: F401
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError) as e:

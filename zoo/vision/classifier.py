@@ -1,7 +1,7 @@
 """Classify images with a registered ImageNet model or a fine-tuned model directory.
 
 `ImageClassifier` wraps the Keras model, BatchNorm folded into its convolutions (see
-`zoo.inference`), in one `tf.function` with a dynamic batch dimension: traced once, then
+`zoo.vision.inference`), in one `tf.function` with a dynamic batch dimension: traced once, then
 every call is a compiled call (about 5x cheaper than `model.predict` on a single image).
 The CLI, Python callers and the gRPC server's batcher all classify through it.
 """
@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from zoo import finetuned
+from zoo import model_dir
 from zoo.errors import InvalidInputError
-from zoo.imagenet import preprocess
-from zoo.images import decode
-from zoo.registry import get_spec
+from zoo.hub.registry import get_spec
+from zoo.vision.imagenet import preprocess
+from zoo.vision.images import decode
 
 ImageInput = str | Path | bytes | np.ndarray
 
@@ -36,7 +36,7 @@ class ImageClassifier:
 
     def __init__(self, name: str, model: Any, labels: Sequence[str], size: tuple[int, int],
                  preprocessing: str | None, source: str):
-        from zoo.inference import compiled_image_call, inference_model
+        from zoo.vision.inference import compiled_image_call, inference_model
 
         # The model as it is run: BatchNorm folded into the convolutions (same outputs).
         self.model = inference_model(model)
@@ -46,18 +46,18 @@ class ImageClassifier:
 
     @classmethod
     def load(cls, name_or_dir: str | Path) -> ImageClassifier:
-        folder = finetuned.resolve(name_or_dir)
+        folder = model_dir.resolve(name_or_dir)
         if folder is not None:
-            meta = finetuned.read_meta(folder)
+            meta = model_dir.read_meta(folder)
             if meta.get("task") != "image-classification":
                 raise InvalidInputError(f"{name_or_dir} is a {meta.get('task')} model, not an image classifier")
-            return cls(meta["name"], finetuned.load(folder), meta["labels"],
+            return cls(meta["name"], model_dir.load(folder), meta["labels"],
                        tuple(meta["input"]["size"]), None, str(folder))
         spec = get_spec(str(name_or_dir))
         if not spec.is_image:
             raise InvalidInputError(f"{spec.name} is a {spec.task} model; classify images with an image model")
-        from zoo.imagenet import imagenet_labels
-        from zoo.models import load_model
+        from zoo.vision.build import load_model
+        from zoo.vision.imagenet import imagenet_labels
 
         assert spec.input.size is not None
         labels = [label for _, label in imagenet_labels()]

@@ -30,7 +30,7 @@ import requests
 import urllib3
 from filelock import FileLock, Timeout
 
-from zoo import cache, config
+from zoo import config
 from zoo.errors import (
     CacheError,
     ChecksumMismatchError,
@@ -39,7 +39,8 @@ from zoo.errors import (
     WeightsNotFoundError,
     ZooError,
 )
-from zoo.manifest import Checksum, FileEntry
+from zoo.hub import cache
+from zoo.hub.manifest import Checksum, FileEntry
 
 log = logging.getLogger("zoo")
 

@@ -1,10 +1,10 @@
 """The Keras layers that turn a keras-hub text backbone into an end-to-end classifier.
 
 A text classifier fine-tuned past its head (`fine_tune_layers` > 0, see
-zoo.text_classifier) is saved as one Keras model: `token_ids` and `padding_mask` ->
+zoo.text.classifier) is saved as one Keras model: `token_ids` and `padding_mask` ->
 backbone -> `SentenceEmbedding` -> the head. These layers are registered under the
 "zoo" package, so the `.keras` file loads in safe mode (no Lambda layers) once this
-module and keras_hub are imported; `zoo.finetuned.load` imports both for such models.
+module and keras_hub are imported; `zoo.model_dir.load` imports both for such models.
 
 Importing this module imports Keras.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from zoo.text import POOLING_MODES
+from zoo.text.encoder import POOLING_MODES
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -31,7 +31,7 @@ class SegmentIds(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class SentenceEmbedding(keras.layers.Layer):
-    """A backbone's token vectors -> one vector per text, as `zoo.text` embeds it.
+    """A backbone's token vectors -> one vector per text, as `zoo.text.encoder` embeds it.
 
     `mode` pools over the tokens the padding mask marks ("mean", "mean_sqrt_len", "max")
     or takes the first ([CLS]) token ("cls"); `normalize` then scales each vector to

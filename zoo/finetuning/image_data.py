@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zoo.errors import InvalidInputError
-from zoo.images import decode, is_image_file
+from zoo.vision.images import decode, is_image_file
 
 if TYPE_CHECKING:
     import tensorflow as tf
