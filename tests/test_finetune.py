@@ -206,9 +206,10 @@ def test_bad_datasets_get_clear_errors(make, message, tmp_path):
 def test_bad_arguments_get_clear_errors(digits, tmp_path):
     (tmp_path / "afile").write_text("x")
     for kwargs, message in [
-        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"epochs": 0}, r"epochs must be in \[1, 10000\]"),
         ({"val_split": 1.5}, "val_split"),
-        ({"image_size": 8}, "at least 32"),
+        ({"image_size": 8}, r"image_size must be in \[32, 2048\]"),
+        ({"learning_rate": float("inf")}, "learning_rate must be a finite number"),
         ({"export": "onnx"}, "unknown export format"),
     ]:
         with pytest.raises(zoo.InvalidInputError, match=message):
@@ -217,6 +218,12 @@ def test_bad_arguments_get_clear_errors(digits, tmp_path):
         zoo.finetune(TINY, digits, tmp_path / "afile", epochs=1, **FAST)
     with pytest.raises(zoo.ModelNotFoundError):
         zoo.finetune("resnet5", digits, tmp_path / "out")
+    # A local model may not take a registry model's name: it would shadow the pretrained one.
+    with pytest.raises(zoo.InvalidInputError, match="'mobilenet_v2' is the name of a registry"):
+        zoo.finetune(TINY, digits, tmp_path / "mobilenet_v2", epochs=1, **FAST)
+    with pytest.raises(zoo.InvalidInputError, match="--name 'resnet50' is the name of a registry"):
+        zoo.finetune(TINY, digits, tmp_path / "out", name="resnet50", epochs=1, **FAST)
+    assert not (tmp_path / "mobilenet_v2").exists() and not (tmp_path / "out").exists()
 
 
 def test_cli_finetune_predict_and_list_local(weight_server, digits, tmp_path):
@@ -247,3 +254,33 @@ def test_cli_finetune_predict_and_list_local(weight_server, digits, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1 and "no such file" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_two_class_model_predicts_from_the_cli_and_never_shadows_the_registry(
+        weight_server, tmp_path):
+    data = write_digits(tmp_path / "pair", classes=(0, 1), per_class=12, start=90)
+    out = tmp_path / "pair-model"
+    zoo.finetune(TINY, data, out, epochs=1, **FAST)
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    zoo_cli = [sys.executable, "-m", "zoo.cli.main"]
+    image = str(data / "1" / "000.png")
+    # Flags before the images, and the default top-k of a 2-class model: min(5, 2).
+    predicted = subprocess.run([*zoo_cli, "predict", str(out), "--json", image, image],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    assert [len(r["predictions"]) for r in json.loads(predicted.stdout)] == [2, 2]
+    clamped = zoo.predict(out, [image], top_k=9)
+    assert len(clamped[0]) == 2 and {p.label for p in clamped[0]} == {"0", "1"}
+
+    # include_top=False on a fine-tuned image model: its base's pooled features.
+    features = zoo.load_model(out, include_top=False)
+    assert features.output_shape[-1] == zoo.load_model(TINY, include_top=False,
+                                                       input_shape=(32, 32, 3)).output_shape[-1]
+    # An index entry under a registry name (as an older Zoo could write) never shadows it.
+    from zoo.model_dir import index_path
+
+    index = index_path()
+    index.write_text(json.dumps({TINY: str(out.resolve()), "pair": str(out.resolve())}))
+    assert not zoo.resolve(TINY).is_folder and zoo.resolve(TINY).spec.name == TINY
+    assert zoo.resolve("pair").folder == out.resolve()
+    assert zoo.load_model(TINY).output_shape[-1] == 1000

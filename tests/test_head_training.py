@@ -8,7 +8,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from zoo.finetuning.head import fit_on_arrays  # noqa: E402
-from zoo.finetuning.image import _compile, head_block  # noqa: E402
+from zoo.finetuning.image import head_block  # noqa: E402
+from zoo.finetuning.trainer import compile_classifier  # noqa: E402
 
 CLASSES, DIM = 4, 16
 
@@ -25,7 +26,7 @@ def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _head(seed: int = 0, dropout: float = 0.1):
     keras.utils.set_random_seed(seed)
     head = head_block(DIM, CLASSES, dropout)
-    _compile(head, 1e-2, 0.0, CLASSES)
+    compile_classifier(head, 1e-2, 0.0, CLASSES)
     return head
 
 

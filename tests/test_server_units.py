@@ -271,21 +271,24 @@ def test_closing_a_batcher_fails_what_it_can_no_longer_run():
 # --- the model manager: LRU under a memory budget, loads in the background -------------------
 
 
-def fake_manager(monkeypatch, budget_mb: int, build_seconds: float = 0.0, **config):
+def fake_manager(budget_mb: int, build_seconds: float = 0.0, **config):
+    """A manager whose loader builds an identity model of the spec's size, slowly if asked."""
     import dataclasses
 
     from zoo.hub.registry import get_spec
-    from zoo_server.runtime import Loaded, ModelManager
+    from zoo_server.loaders import CLASSIFY, Built, Loader
+    from zoo_server.manager import ModelManager
     from zoo_server.store import Resolved
 
-    manager = ModelManager(ServerConfig(memory_budget_mb=budget_mb, **config))
+    class SlowIdentity(Loader):
+        kind = CLASSIFY
 
-    def build(key, kind, resolved, started):
-        time.sleep(build_seconds)
-        batcher = Batcher(resolved.name, lambda xs: xs, max_batch=4, max_delay_s=0, max_queue=8)
-        return Loaded(key, resolved, kind, batcher, resolved.spec.params * 4, 0.0, None)
+        def build(self, resolved):
+            time.sleep(build_seconds)
+            return Built(None, lambda xs: xs, resolved.spec.params * 4)
 
-    monkeypatch.setattr(manager, "_build", build)
+    manager = ModelManager(ServerConfig(memory_budget_mb=budget_mb, **config),
+                           loaders={CLASSIFY: SlowIdentity()})
     spec = get_spec("mobilenet_v2_035_96")
 
     def model(name: str, mb: int = 1) -> Resolved:
@@ -296,7 +299,7 @@ def fake_manager(monkeypatch, budget_mb: int, build_seconds: float = 0.0, **conf
 
 
 def test_manager_evicts_the_least_recently_used_idle_model(monkeypatch):
-    manager, model = fake_manager(monkeypatch, budget_mb=3)
+    manager, model = fake_manager(budget_mb=3)
     a, b, c, d = (model(n) for n in "abcd")
     try:
         for m in (a, b, c):
@@ -320,7 +323,7 @@ def test_manager_evicts_the_least_recently_used_idle_model(monkeypatch):
 
 
 def test_a_request_waits_for_a_loading_model_then_gets_unavailable(monkeypatch):
-    manager, model = fake_manager(monkeypatch, budget_mb=8, build_seconds=0.6, load_wait_s=0.1)
+    manager, model = fake_manager(budget_mb=8, build_seconds=0.6, load_wait_s=0.1)
     slow = model("slow")
     try:
         with pytest.raises(ModelLoadingError, match="still loading"):

@@ -92,11 +92,21 @@ def test_cli_finetune_and_predict_text(tmp_path) -> None:
                              capture_output=True, text=True, env=env, timeout=600)
     assert trained.returncode == 0, trained.stderr
     assert "done: validation accuracy" in trained.stdout
-    predicted = subprocess.run([*cli, "predict", str(out), "--text", "I really loved it",
-                                "--top-k", "1", "--json"], capture_output=True, text=True,
-                               env=env, timeout=300)
+    # The README's example on a 2-class model: no --top-k (min(5, classes)), --text repeated.
+    predicted = subprocess.run([*cli, "predict", "sentiment-cli", "--text", "I really loved it",
+                                "--json", "--text", "What an awful, miserable day"],
+                               capture_output=True, text=True, env=env, timeout=300)
     assert predicted.returncode == 0, predicted.stderr
-    assert json.loads(predicted.stdout)[0]["predictions"][0]["label"] == "positive"
+    rows = json.loads(predicted.stdout)
+    assert [r["text"] for r in rows] == ["I really loved it", "What an awful, miserable day"]
+    assert [len(r["predictions"]) for r in rows] == [2, 2]
+    assert [r["predictions"][0]["label"] for r in rows] == ["positive", "negative"]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("I really loved it\n\nWhat an awful, miserable day\n", encoding="utf-8")
+    from_file = subprocess.run([*cli, "predict", str(out), "--file", str(texts), "--top-k", "9",
+                                "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert from_file.returncode == 0, from_file.stderr
+    assert [len(r["predictions"]) for r in json.loads(from_file.stdout)] == [2, 2]
 
 
 # --- Phase 2: the top of the backbone fine-tuned end to end -------------------------------
@@ -109,11 +119,12 @@ TEXTS = ["An absolutely wonderful evening, I loved it", "A dreadful, boring wast
 def test_end_to_end_model_matches_the_head_on_embeddings_before_training() -> None:
     import numpy as np
 
-    from zoo.text.classifier import BACKBONE, _head, end_to_end_model, unfreeze_top
+    from zoo.finetuning.text import end_to_end_model, text_head, unfreeze_top
+    from zoo.text.classifier import BACKBONE
 
     encoder = zoo.load_encoder("minilm_l6_v2")
     vectors = encoder.encode(TEXTS).vectors
-    head = _head(encoder.dim, 3, 0.2, vectors.mean(0), vectors.var(0) + 1e-6)
+    head = text_head(encoder.dim, 3, 0.2, vectors.mean(0), vectors.var(0) + 1e-6)
     model = end_to_end_model(encoder, head)
     packed = encoder.pack(TEXTS, length=24)  # padded past the longest text: the mask counts
     probs = np.asarray(model({"token_ids": packed.token_ids, "padding_mask": packed.padding_mask},
@@ -212,18 +223,20 @@ def test_fine_tune_layers_trains_the_top_of_minilm_end_to_end_and_resumes(tmp_pa
 
     # The server loads it as its own model, not a head on the shared encoder.
     from zoo_server.config import ServerConfig
-    from zoo_server.runtime import TEXT_CLASSIFY, ModelManager, encoder_base, estimate_bytes
+    from zoo_server.loaders import LOADERS, TEXT_CLASSIFY
+    from zoo_server.manager import ModelManager
     from zoo_server.store import Resolved
 
     resolved = Resolved("sentiment", 1, "finetuned", "text-classification",
                         zoo.get_spec("minilm_l6_v2"), out, meta)
-    assert estimate_bytes(resolved, TEXT_CLASSIFY) == (out / "model.keras").stat().st_size
+    loader = LOADERS[TEXT_CLASSIFY]
+    assert loader.estimate_bytes(resolved) == (out / "model.keras").stat().st_size
     manager = ModelManager(ServerConfig(memory_budget_mb=2048))
     try:
         loaded = manager.acquire(TEXT_CLASSIFY, resolved)
         served = loaded.batcher.submit(TEXTS[:2]).result(timeout=60)
         np.testing.assert_allclose(np.stack([p for p, _ in served]), probs[:2], atol=1e-5)
-        assert encoder_base(loaded) is None
+        assert loader.shared_encoder(resolved) is None
         assert 80e6 < loaded.memory < 120e6  # MiniLM's 22.7M float32 weights, counted once
         manager.release(loaded)
     finally:

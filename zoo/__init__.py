@@ -15,6 +15,7 @@ from zoo.errors import (
     ManifestError,
     ModelNotFoundError,
     NetworkError,
+    NonFiniteError,
     OfflineError,
     WeightsNotFoundError,
     ZooError,
@@ -22,22 +23,28 @@ from zoo.errors import (
 from zoo.hub.fetch import fetch_asset, fetch_weights
 from zoo.hub.registry import get_spec, list_models
 from zoo.hub.spec import ModelSpec
+from zoo.refs import ModelRef, resolve
 
 if TYPE_CHECKING:
-    from zoo.finetuning.image import FineTuneResult, finetune
+    from zoo.finetuning.api import FineTuneResult, finetune
+    from zoo.finetuning.hyperparameters import HyperParameters
+    from zoo.loading import load_model
+    from zoo.predictions import Prediction
+    from zoo.text.classifier import TextClassifier
     from zoo.text.encoder import TextEncoder, embed, load_encoder, most_similar
-    from zoo.vision.build import load_model
-    from zoo.vision.classifier import ImageClassifier, Prediction, predict
+    from zoo.vision.classifier import ImageClassifier, load_classifier, predict
     from zoo.vision.imagenet import decode_predictions, preprocess_input
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "zoo.vision.build",
-    "finetune": "zoo.finetuning.image",
-    "FineTuneResult": "zoo.finetuning.image",
+    "load_model": "zoo.loading",
+    "finetune": "zoo.finetuning.api",
+    "FineTuneResult": "zoo.finetuning.api",
+    "HyperParameters": "zoo.finetuning.hyperparameters",
+    "Prediction": "zoo.predictions",
     "predict": "zoo.vision.classifier",
-    "Prediction": "zoo.vision.classifier",
+    "load_classifier": "zoo.vision.classifier",
     "ImageClassifier": "zoo.vision.classifier",
     "decode_predictions": "zoo.vision.imagenet",
     "preprocess_input": "zoo.vision.imagenet",
@@ -45,6 +52,7 @@ _LAZY = {
     "most_similar": "zoo.text.encoder",
     "load_encoder": "zoo.text.encoder",
     "TextEncoder": "zoo.text.encoder",
+    "TextClassifier": "zoo.text.classifier",
 }
 
 
@@ -59,6 +67,12 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CacheError",
+    "HyperParameters",
+    "ModelRef",
+    "NonFiniteError",
+    "TextClassifier",
+    "load_classifier",
+    "resolve",
     "FineTuneResult",
     "ImageClassifier",
     "Prediction",

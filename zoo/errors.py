@@ -41,3 +41,8 @@ class NetworkError(ZooError):
 
 class CacheError(ZooError):
     """The cache cannot be written (read-only, full) and does not already hold the file."""
+
+
+class NonFiniteError(ZooError):
+    """Training produced a loss, metric or score that is not a finite number (it diverged);
+    nothing is saved or served."""

@@ -1,12 +1,13 @@
-"""Fine-tuned model directories: a model Zoo made is itself a Zoo model.
+"""The Zoo model folder: the format of every model Zoo writes, and the index of local ones.
 
-A directory holds `model.keras`, `zoo.json` (task, labels, input spec, the base it came
-from, hyper-parameters, metrics) and the reports. Every fine-tune is also recorded in
-an index under `ZOO_HOME`, so `zoo list --local` finds it and `zoo predict NAME` works by
-name as well as by path. Models are always loaded in Keras safe mode: a directory
-someone sent you cannot run arbitrary code through a Lambda layer. An end-to-end text
-classifier (zoo.json input kind "tokens") holds a keras-hub backbone and Zoo's pooling
-layer, registered classes that `load` imports first (keras_hub, zoo.text.layers).
+A model folder holds `model.keras`, `zoo.json` (task, labels, input spec, the base it came
+from, hyper-parameters, metrics; written last, so its presence marks a complete model),
+`labels.txt` and the reports. Every folder `zoo finetune` writes is also recorded by name
+in an index under `ZOO_HOME`, so `zoo list --local` finds it and `zoo predict NAME` works
+by name as well as by path. Registry names are never recorded: a local fine-tune cannot
+shadow a pretrained model. `model.keras` is always loaded in Keras safe mode: a folder
+someone sent you cannot run code through a Lambda layer. Nothing here imports
+TensorFlow except `load_keras` and `save_keras`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from filelock import FileLock
 
 from zoo import config
 from zoo.errors import InvalidInputError, ModelNotFoundError
+from zoo.hub.registry import is_registered
 
 if TYPE_CHECKING:
     import keras
@@ -32,7 +34,8 @@ FORMAT_VERSION = 1
 TOKENS = "tokens"
 
 
-def _index_path() -> Path:
+def index_path() -> Path:
+    """Where the local index (recorded name -> folder) lives."""
     return config.zoo_home() / "finetuned" / "index.json"
 
 
@@ -59,34 +62,49 @@ def takes_tokens(meta: dict[str, Any] | None) -> bool:
 
 def _read_index() -> dict[str, str]:
     try:
-        return dict(json.loads(_index_path().read_text(encoding="utf-8")))
+        return dict(json.loads(index_path().read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return {}
 
 
+def check_record_name(name: str, flag: str = "--name") -> None:
+    """A name a local model may be recorded under: not empty, not a registry model's."""
+    if not name or not name.strip() or "/" in name:
+        raise InvalidInputError(f"{flag} {name!r} cannot name a model; give a plain name")
+    if is_registered(name):
+        raise InvalidInputError(
+            f"{flag} {name!r} is the name of a registry model, which a local model may not "
+            "shadow; pass --name with another name")
+
+
 def record(folder: Path, name: str) -> None:
     """Remember a finished fine-tune under its name (the latest one wins)."""
-    index_path = _index_path()
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(index_path) + ".lock"):
+    check_record_name(name)
+    path = index_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
         index = _read_index()
         index[name] = str(folder.resolve())
-        tmp = index_path.with_name("index.json.tmp")
+        tmp = path.with_name("index.json.tmp")
         tmp.write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
-        tmp.replace(index_path)
+        tmp.replace(path)
 
 
 def resolve(name_or_dir: str | Path) -> Path | None:
-    """The model directory meant by a path or a recorded name; None if it is neither."""
+    """The model folder meant by a path or a recorded name; None if it is neither.
+
+    Registry names are the caller's to try first (zoo.refs.resolve does): the index never
+    holds one. A path that exists but is not a model folder is an error that says so.
+    """
     path = Path(name_or_dir).expanduser()
     if is_model_dir(path):
         return path
     recorded = _read_index().get(str(name_or_dir))
-    if recorded and is_model_dir(recorded):
+    if recorded and not is_registered(str(name_or_dir)) and is_model_dir(recorded):
         return Path(recorded)
     if path.exists() or "/" in str(name_or_dir):
         raise ModelNotFoundError(
-            f"{name_or_dir} is not a Zoo model directory (no {META_FILE} and {MODEL_FILE}); "
+            f"{name_or_dir} is not a Zoo model folder (no {META_FILE} and {MODEL_FILE}); "
             "pass the --out folder of `zoo finetune`"
         )
     return None
@@ -111,19 +129,35 @@ def list_local() -> list[dict[str, Any]]:
     return rows
 
 
-def load(folder: str | Path) -> keras.Model:
+def load_keras(folder: str | Path) -> keras.Model:
+    """A folder's `model.keras`, in safe mode and uncompiled. Callers whose model holds
+    registered layers (keras-hub backbones, zoo.text.layers) import them first."""
     import keras
 
     path = Path(folder).expanduser() / MODEL_FILE
     try:
-        meta = read_meta(folder)
-    except InvalidInputError:
-        meta = None
-    if takes_tokens(meta):  # register the keras-hub backbone and zoo's pooling layers
-        import keras_hub  # noqa: F401
-
-        import zoo.text.layers  # noqa: F401
-    try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, TypeError) as e:
         raise InvalidInputError(f"cannot load {path} (safe mode): {e}") from None
+
+
+def save_keras(model: keras.Model, folder: Path) -> Path:
+    """Write `model.keras` whole or not at all (a temporary file, then one rename)."""
+    path = folder / MODEL_FILE
+    tmp = folder / "model.tmp.keras"
+    model.save(tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Write `zoo.json`; last of all, since its presence marks a complete model."""
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    tmp = folder / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n",
+                   encoding="utf-8")
+    tmp.replace(folder / META_FILE)
+
+
+def write_labels(folder: Path, labels: list[str]) -> None:
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")

@@ -125,4 +125,7 @@ def hyperparameters(values: dict[str, Any]) -> finetune_pb2.HyperParameters:
     if unknown:
         raise InvalidInput(f"unknown hyper-parameter(s) {', '.join(unknown)}; "
                            f"known: {', '.join(sorted(_HYPERPARAMETERS))}")
-    return finetune_pb2.HyperParameters(**{k: v for k, v in values.items() if v is not None})
+    try:
+        return finetune_pb2.HyperParameters(**{k: v for k, v in values.items() if v is not None})
+    except (TypeError, ValueError) as e:  # a value of the wrong type: say which, in one line
+        raise InvalidInput(f"bad hyper-parameter value: {e}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from zoo.cli.main import main
+from zoo_server.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["serve", *sys.argv[1:]]))
+    sys.exit(main())

@@ -1,60 +1,93 @@
 """The server's settings: one frozen dataclass, filled from flags, then the environment,
 then these defaults.
 
+Each field is declared once, with its help line and group: `zoo serve`'s flags
+(zoo_server.cli), the environment variables and the README's table all derive from it.
 Every setting has an environment variable, `ZOO_SERVE_<NAME>` (e.g.
-`ZOO_SERVE_MAX_BATCH_SIZE=64`), except the bearer token, which is `ZOO_TOKEN`, and the
-home, which is `ZOO_HOME` as everywhere in Zoo.
+`ZOO_SERVE_MAX_BATCH_SIZE=64`), except the bearer token, which is `ZOO_TOKEN`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import InvalidInputError
-from zoo.vision.images import DEFAULT_MAX_PIXELS
+from zoo.vision import DEFAULT_MAX_PIXELS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 MIB = 1024 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+INFERENCE, LIMITS, JOBS = "inference", "limits", "fine-tune jobs"
+OPERATIONS = "security and operations"
+
+
+def _setting(default: Any, help: str, group: str, *, flag: str | None = None,
+             env: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A setting: its default, its help line, its flag group, and where a flag or an
+    environment variable is not named after the field."""
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag,
+                                            "env": env, "choices": choices})
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     # Inference: dynamic batching per loaded model.
-    max_batch_size: int = 32  # images (or texts) per compiled call
-    max_queue_delay_ms: float = 5.0  # how long a batch may wait for more requests
-    max_queue: int = 512  # inputs waiting per model; past it RESOURCE_EXHAUSTED
-    batch_threads: int = 2  # batches of one model running at once
-    memory_budget_mb: int = 4096  # loaded models' weights (parameters x 4 bytes)
-    load_wait_s: float = 120.0  # a request waits this long for its model to load
-    decode_threads: int = 0  # image decoding pool; 0: one per CPU core
-    intra_op_threads: int = 0  # TensorFlow's pools; 0: TensorFlow's default
-    inter_op_threads: int = 0
-    preload: tuple[str, ...] = ()  # models to load (and warm up) before serving
+    max_batch_size: int = _setting(32, "inputs per compiled call: concurrent requests for one "
+                                       "model are batched", INFERENCE)
+    max_queue_delay_ms: float = _setting(5.0, "how long a batch may wait for requests known to "
+                                              "be on their way", INFERENCE)
+    max_queue: int = _setting(512, "inputs waiting per model; past it RESOURCE_EXHAUSTED",
+                              INFERENCE)
+    batch_threads: int = _setting(2, "batches of one model running at once (a second fills the "
+                                     "cores the first leaves idle)", INFERENCE)
+    memory_budget_mb: int = _setting(4096, "loaded models' weights; idle models are evicted "
+                                           "least recently used first", INFERENCE)
+    load_wait_s: float = _setting(120.0, "seconds a request waits for its model to load",
+                                  INFERENCE, flag="--load-wait")
+    decode_threads: int = _setting(0, "image decoding pool; 0: one per CPU core", INFERENCE)
+    intra_op_threads: int = _setting(0, "TensorFlow's intra-op threads; 0: TensorFlow's "
+                                        "default", INFERENCE)
+    inter_op_threads: int = _setting(0, "TensorFlow's inter-op threads; 0: TensorFlow's "
+                                        "default", INFERENCE)
+    rpc_threads: int = _setting(64, "concurrent RPC handlers", INFERENCE)
+    preload: tuple[str, ...] = _setting((), "load (and warm up) these models before serving",
+                                        INFERENCE)
     # Limits.
-    max_message_mb: int = 64  # gRPC message size, both ways (gRPC's default is 4)
-    max_image_pixels: int = DEFAULT_MAX_PIXELS  # width x height, checked from the header
-    max_upload_mb: int = 2048  # one UploadDataset stream
-    max_extract_mb: int = 8192  # an archive's total uncompressed size
-    max_extract_files: int = 200_000  # files in one archive
-    max_concurrent_rpcs: int = 1024  # past it gRPC answers RESOURCE_EXHAUSTED
-    rpc_threads: int = 64  # handler threads: concurrent RPCs in progress
+    max_message_mb: int = _setting(64, "gRPC message size, both ways (gRPC's own default is 4)",
+                                   LIMITS)
+    max_image_pixels: int = _setting(DEFAULT_MAX_PIXELS, "width x height, checked from the "
+                                                         "image header before decoding", LIMITS)
+    max_upload_mb: int = _setting(2048, "one dataset upload", LIMITS)
+    max_extract_mb: int = _setting(8192, "an archive's total uncompressed size", LIMITS)
+    max_extract_files: int = _setting(200_000, "files in one archive", LIMITS)
+    max_concurrent_rpcs: int = _setting(1024, "RPCs in progress; past it RESOURCE_EXHAUSTED",
+                                        LIMITS)
     # Fine-tune jobs.
-    max_jobs: int = 1  # jobs training at once; the rest wait in the queue
-    job_stop_s: float = 30.0  # how long a cancelled/stopped job may take to checkpoint
-    # Security.
-    token: str | None = field(default=None, repr=False)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    # Operations.
-    metrics_port: int | None = None  # Prometheus /metrics; None: off, 0: any free port
-    metrics_host: str = DEFAULT_HOST
-    grace_s: float = 10.0  # graceful shutdown: in-flight calls get this long to finish
-    log_level: str = "info"
+    max_jobs: int = _setting(1, "fine-tune jobs training at once (each in its own process); "
+                                "0: none", JOBS)
+    job_stop_s: float = _setting(30.0, "seconds a cancelled or stopped job may take to "
+                                       "checkpoint before it is killed", JOBS,
+                                 flag="--job-stop-wait")
+    # Security and operations.
+    token: str | None = _setting(None, "require 'authorization: Bearer TOKEN' (health stays "
+                                       "open); prefer $ZOO_TOKEN, which ps does not show",
+                                 OPERATIONS, env="ZOO_TOKEN")
+    tls_cert: Path | None = _setting(None, "PEM certificate chain (with --tls-key)", OPERATIONS)
+    tls_key: Path | None = _setting(None, "PEM private key", OPERATIONS)
+    metrics_port: int | None = _setting(None, "serve Prometheus /metrics on this port (0: any "
+                                              "free port)", OPERATIONS)
+    metrics_host: str = _setting(DEFAULT_HOST, "address for /metrics", OPERATIONS)
+    grace_s: float = _setting(10.0, "seconds in-flight calls get on SIGTERM/SIGINT", OPERATIONS,
+                              flag="--grace")
+    log_level: str = _setting("info", "logs are JSON lines on stderr; debug logs every RPC",
+                              OPERATIONS, choices=LOG_LEVELS)
 
     def __post_init__(self) -> None:
         checks = [
@@ -63,15 +96,22 @@ class ServerConfig:
             (self.max_queue >= self.max_batch_size, "max_queue must be at least max_batch_size"),
             (self.batch_threads >= 1, "batch_threads must be at least 1"),
             (self.memory_budget_mb >= 1, "memory_budget_mb must be at least 1"),
+            (self.load_wait_s > 0, "load_wait_s must be positive"),
+            (self.decode_threads >= 0, "decode_threads must be 0 (one per core) or more"),
             (self.max_message_mb >= 1, "max_message_mb must be at least 1"),
             (self.max_image_pixels >= 1, "max_image_pixels must be at least 1"),
             (self.max_upload_mb >= 1, "max_upload_mb must be at least 1"),
+            (self.max_extract_mb >= 1, "max_extract_mb must be at least 1"),
+            (self.max_extract_files >= 1, "max_extract_files must be at least 1"),
+            (self.max_concurrent_rpcs >= 1, "max_concurrent_rpcs must be at least 1"),
             (self.max_jobs >= 0, "max_jobs must be 0 (no training) or more"),
+            (self.job_stop_s > 0, "job_stop_s must be positive"),
             (self.rpc_threads >= 1, "rpc_threads must be at least 1"),
+            (self.grace_s >= 0, "grace_s must be 0 or more"),
             ((self.tls_cert is None) == (self.tls_key is None),
              "TLS needs both --tls-cert and --tls-key"),
-            (self.log_level.lower() in ("debug", "info", "warning", "error"),
-             "log_level must be debug, info, warning or error"),
+            (self.log_level.lower() in LOG_LEVELS,
+             f"log_level must be one of {', '.join(LOG_LEVELS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -107,31 +147,37 @@ class ServerConfig:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            var = "ZOO_TOKEN" if f.name == "token" else f"ZOO_SERVE_{f.name.upper()}"
+            var = env_var(f.name)
             raw = env.get(var, "").strip()
             if raw:
-                values[f.name] = _parse(f.name, raw, var)
+                values[f.name] = parse(f.name, raw, var)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
 
-_INTS = {"max_batch_size", "max_queue", "batch_threads", "memory_budget_mb", "decode_threads",
-         "intra_op_threads", "inter_op_threads", "max_message_mb", "max_image_pixels",
-         "max_upload_mb", "max_extract_mb", "max_extract_files", "max_concurrent_rpcs",
-         "rpc_threads", "max_jobs", "metrics_port"}
-_FLOATS = {"max_queue_delay_ms", "load_wait_s", "job_stop_s", "grace_s"}
+def settings() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(ServerConfig))
 
 
-def _parse(name: str, raw: str, var: str) -> Any:
-    try:
-        if name in _INTS:
-            return int(raw)
-        if name in _FLOATS:
-            return float(raw)
-    except ValueError:
-        raise InvalidInputError(f"{var}={raw!r} is not a number") from None
-    if name in ("tls_cert", "tls_key"):
-        return Path(raw).expanduser()
-    if name == "preload":
+def env_var(name: str) -> str:
+    meta = next(f.metadata for f in settings() if f.name == name)
+    return str(meta.get("env") or f"ZOO_SERVE_{name.upper()}")
+
+
+def value_type(name: str) -> type:
+    """The type a setting's text is parsed into: int, float, str, Path or tuple (names)."""
+    hint = typing.get_type_hints(ServerConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    return tuple if typing.get_origin(base) is tuple else base
+
+
+def parse(name: str, raw: str, where: str) -> Any:
+    """A setting's value from text (an environment variable or a flag)."""
+    kind = value_type(name)
+    if kind is tuple:
         return tuple(n for n in raw.replace(",", " ").split() if n)
-    return raw
+    try:
+        return kind(raw) if kind in (int, float) else Path(raw).expanduser() if kind is Path else raw
+    except ValueError:
+        raise InvalidInputError(f"{where}={raw!r} is not a number") from None

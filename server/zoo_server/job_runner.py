@@ -58,33 +58,6 @@ class Events:
             os._exit(STOPPED)  # the server is gone
 
 
-def step_callback(emit: Events, every_s: float = 1.0) -> Any:
-    import keras
-
-    class StepEvents(keras.callbacks.Callback):
-        """Progress within an epoch, at most once every `every_s` seconds."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.last = time.monotonic()
-            self.epoch = 0
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.epoch = epoch + 1
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            now = time.monotonic()
-            if now - self.last < every_s:
-                return
-            self.last = now
-            steps = (self.params or {}).get("steps")
-            loss = (logs or {}).get("loss")
-            emit({"event": "step", "epoch": self.epoch, "step": batch + 1, "steps": steps or 0,
-                  "loss": float(loss) if loss is not None else 0.0})
-
-    return StepEvents()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="run one Zoo fine-tune job (started by zoo serve)")
     parser.add_argument("job_file", type=Path)
@@ -129,16 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import_tensorflow()
     import zoo
-    from zoo import model_dir
 
-    # The server registers the result in its model store (ZOO_HOME/models); the
-    # `zoo finetune` index is for models made on the command line.
-    model_dir.record = lambda folder, name: None
     try:
+        # record=False: the server registers the result in its own model store
+        # (ZOO_HOME/models); the local index is for models made by `zoo finetune`.
         result = zoo.finetune(
             spec["base"], spec["data"], spec["out"], resume=bool(spec.get("resume")),
-            name=spec["name"], on_event=emit, should_stop=should_stop,
-            callbacks=[step_callback(emit)], **spec.get("hyperparameters", {}),
+            name=spec["name"], record=False, on_event=emit, should_stop=should_stop,
+            **spec.get("hyperparameters", {}),
         )
     except InterruptedError:
         return STOPPED

@@ -35,6 +35,9 @@ from typing import Any
 import zoo
 from zoo import model_dir
 from zoo.errors import InvalidInputError, ModelNotFoundError
+from zoo.finetuning.events import describe, epoch_metrics
+from zoo.finetuning.hyperparameters import HyperParameters, field_names
+from zoo.finetuning.trainer import checkpoint_epoch
 from zoo.hub.registry import get_spec
 from zoo_server.config import ServerConfig
 from zoo_server.datasets import IMAGE_FORMATS, DatasetStore
@@ -49,38 +52,19 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 STOPPED_EXIT = 3
 
-# HyperParameters fields (proto names = zoo.finetune keyword names).
-HYPERPARAMETERS = ("epochs", "fine_tune_layers", "fine_tune_fraction", "batch_size", "image_size",
-                   "learning_rate", "augment", "val_split", "seed", "label_smoothing",
-                   "class_weights", "patience")
-IMAGE_ONLY = ("fine_tune_fraction", "image_size", "augment")
+# The proto's HyperParameters fields are the library's schema's (tests/test_proto.py).
+HYPERPARAMETERS = tuple(field_names())
 
 
-def check_hyperparameters(hp: dict[str, Any], image: bool) -> None:
-    from zoo.finetuning.image import HyperParameters
-
-    unknown = set(hp) - set(HYPERPARAMETERS)
-    if unknown:
-        raise InvalidInputError(f"unknown hyper-parameters: {', '.join(sorted(unknown))}")
-    if not image:
-        wrong = [k for k in IMAGE_ONLY if k in hp]
-        if wrong:
-            raise InvalidInputError(f"{', '.join(wrong)} apply to image models only")
-    known = {k: v for k, v in hp.items() if k not in ("image_size",)}
-    HyperParameters(**known).validate()
-    if not 1 <= hp.get("epochs", 10) <= 10_000:
-        raise InvalidInputError("epochs must be between 1 and 10000")
-    if not 0 <= hp.get("val_split", 0.2) < 1:
-        raise InvalidInputError(f"val_split must be in [0, 1), got {hp['val_split']}")
-    size = hp.get("image_size")
-    if size is not None and not 32 <= size <= 2048:
-        raise InvalidInputError(f"image_size must be between 32 and 2048, got {size}")
+def check_hyperparameters(hp: dict[str, Any], image: bool, base: str = "the base") -> None:
+    """The library's own checks (names, types, ranges, image-only settings), at request time,
+    so a bad job is refused before it is queued."""
+    HyperParameters.from_kwargs(**hp).check_task(image, base)
 
 
 def planned_epochs(hp: dict[str, Any]) -> int:
-    epochs = int(hp.get("epochs", 10))
-    phase2 = hp.get("fine_tune_layers", 0) > 0 or hp.get("fine_tune_fraction") is not None
-    return epochs * 2 if phase2 else epochs
+    parsed = HyperParameters.from_kwargs(**hp)
+    return parsed.epochs * 2 if parsed.phase2 else parsed.epochs
 
 
 @dataclass(eq=False)
@@ -200,14 +184,9 @@ class JobManager:
             return
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "cancel").unlink(missing_ok=True)
-        state_file = out / "checkpoints" / "state.json"
-        resume = state_file.is_file()
-        resumed_epoch = 0
-        if resume:
-            try:
-                resumed_epoch = int(json.loads(state_file.read_text()).get("epoch", 0))
-            except (OSError, ValueError):
-                resumed_epoch = 0
+        checkpoint = checkpoint_epoch(out)
+        resume = checkpoint is not None
+        resumed_epoch = checkpoint or 0
         spec = {"base": job["base"], "data": str(self.datasets.path(dataset)), "out": str(out),
                 "name": job["output_name"], "hyperparameters": job["hyperparameters"],
                 "resume": resume}
@@ -266,16 +245,17 @@ class JobManager:
             self._wake.set()
 
     def _on_event(self, worker: _Worker, event: dict[str, Any]) -> None:
+        """A worker's event (the library's dict) stored as a JobEvent; its message is the line
+        `zoo finetune` prints for it (zoo.finetuning.events), so every client words it alike."""
         job_id = worker.job_id
         kind = event.get("event")
+        message = describe(event) or ""
         if kind == "epoch":
-            numbers = {k: float(v) for k, v in event.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)
-                       and k not in ("phase", "epoch", "epochs", "seconds")}
+            numbers = epoch_metrics(event)
             loss = numbers.pop("loss", 0.0)
             self._record(job_id, "EPOCH", phase=event.get("phase", 1), epoch=event.get("epoch", 0),
                          epochs=event.get("epochs", 0), loss=loss, metrics=numbers,
-                         message=f"{event.get('seconds', 0)} s")
+                         message=message)
             job = self.db.job(job_id)
             planned = max(int(event.get("epochs", 0)), job["epochs"] if job else 0)
             self.db.update_job(job_id, epoch=int(event.get("epoch", 0)), epochs=planned,
@@ -284,40 +264,13 @@ class JobManager:
             self._record(job_id, "STEP", epoch=event.get("epoch", 0), step=event.get("step", 0),
                          steps=event.get("steps", 0), loss=float(event.get("loss") or 0.0))
         elif kind == "phase":
-            phase = int(event.get("phase", 1))
-            if phase == 1:
-                how = ("cached features" if event.get("cached_features")
-                       else "images through the frozen base")
-                message = f"phase 1: training the new head on {how}"
-                if event.get("resumed_from_epoch"):
-                    message += f" (resumed after epoch {event['resumed_from_epoch']})"
-            else:
-                message = (f"phase {phase}: {event.get('unfrozen_layers', 0)} top layers "
-                           f"unfrozen, learning rate {event.get('learning_rate', 0):g}")
-            self._record(job_id, "PHASE", phase=phase, message=message)
-        elif kind == "data":
-            classes = event.get("classes") or []
-            skipped = len(event.get("skipped") or [])
-            message = (f"data: {len(classes)} classes, {event.get('train')} train / "
-                       f"{event.get('val')} validation examples")
-            self._record(job_id, "LOG", message=message + (f", {skipped} unreadable skipped"
-                                                           if skipped else ""))
-        elif kind == "features":
-            shape = event.get("shape") or [0, 0]
-            self._record(job_id, "LOG", message=f"features: {shape[0]} x {shape[-1]} computed in "
-                                                f"{event.get('seconds', 0)} s")
-        elif kind == "stopped":
-            self._record(job_id, "LOG", message=f"stopped after epoch {event.get('epoch', 0)}; "
-                                                "checkpoint saved")
-        elif kind == "done":
-            self._record(job_id, "LOG", message=f"done: validation accuracy "
-                                                f"{float(event.get('accuracy', 0)):.4f}")
+            self._record(job_id, "PHASE", phase=int(event.get("phase", 1)), message=message)
         elif kind == "result":
             worker.result = event
         elif kind == "error":
             worker.error = str(event.get("message", ""))
-        else:
-            self._record(job_id, "LOG", message=json.dumps(event, default=str)[:500])
+        elif message:
+            self._record(job_id, "LOG", message=message)
 
     def _on_exit(self, worker: _Worker, code: int) -> None:
         job = self.db.job(worker.job_id)
@@ -405,7 +358,7 @@ class JobManager:
             raise InvalidInputError(
                 f"{spec.name} is a {spec.task} model and dataset {dataset_id} holds "
                 f"{'images' if image_data else 'text'}; use a matching base or dataset")
-        check_hyperparameters(hyperparameters, spec.is_image)
+        check_hyperparameters(hyperparameters, spec.is_image, spec.name)
         job_id = new_job_id()
         job = {"id": job_id, "state": QUEUED, "base": spec.name, "dataset_id": dataset_id,
                "output_name": output_name, "hyperparameters": hyperparameters,

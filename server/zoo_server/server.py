@@ -33,12 +33,16 @@ from zoo_server.datasets import DatasetStore, Limits
 from zoo_server.db import Database
 from zoo_server.errors import ServerError
 from zoo_server.handlers import TokenAuth, generic_handler
+from zoo_server.inference import Inference
 from zoo_server.jobs import JobManager
+from zoo_server.loaders import kind_for
 from zoo_server.logs import log_event
+from zoo_server.manager import ModelManager
 from zoo_server.metrics import Metrics
-from zoo_server.runtime import CLASSIFY, TEXT_CLASSIFY, TEXT_EMBED, ModelManager
-from zoo_server.services import FineTuneService, Inference, InferenceService, ModelService
-from zoo_server.store import FINETUNED, ModelStore
+from zoo_server.services.finetune import FineTuneService
+from zoo_server.services.inference import InferenceService
+from zoo_server.services.models import ModelService
+from zoo_server.store import ModelStore
 
 SERVICES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelService"],
@@ -160,13 +164,7 @@ class ZooServer:
 
     def preload(self, name: str) -> None:
         resolved = self.store.resolve(name)
-        if resolved.is_image:
-            kind = CLASSIFY
-        elif resolved.origin == FINETUNED:
-            kind = TEXT_CLASSIFY
-        else:
-            kind = TEXT_EMBED
-        self.manager.release(self.manager.acquire(kind, resolved))
+        self.manager.release(self.manager.acquire(kind_for(resolved), resolved))
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful: refuse new calls, let in-flight ones finish (up to `grace` seconds), ask

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo import config, model_dir
+from zoo import model_dir
 from zoo.errors import InvalidInputError, ModelNotFoundError
 from zoo.hub.registry import get_spec, list_models
 from zoo.hub.spec import ModelSpec
+from zoo.refs import ModelRef, registry
 from zoo_server.names import check_lookup_name, check_output_name, is_storable
 
 REGISTRY = "registry"
@@ -73,6 +74,17 @@ class Resolved:
     def describe(self) -> str:
         return f"{self.name} version {self.version}" if self.version else self.name
 
+    @property
+    def ref(self) -> ModelRef:
+        """The library's resolved form of this model, which loaders hand to zoo as it is."""
+        if self.spec is None:
+            base = (self.meta or {}).get("base")
+            raise ModelNotFoundError(f"{self.describe()} was fine-tuned from {base!r}, which "
+                                     "this server's version of Zoo does not know")
+        if self.path is None:
+            return registry(self.spec)
+        return ModelRef(self.name, self.spec, self.path, self.meta)
+
 
 class ModelStore:
     def __init__(self, home: Path):
@@ -95,23 +107,23 @@ class ModelStore:
         return sorted(int(p.name) for p in entries
                       if p.name.isdigit() and model_dir.is_model_dir(p))
 
-    def register(self, model_dir: Path, name: str) -> int:
+    def register(self, folder: Path, name: str) -> int:
         """Move a finished job's model directory into the store as the next version of
         `name`; atomic (one rename), so a model is either fully there or not at all."""
         check_output_name(name)
-        shutil.rmtree(model_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         with self._lock:
-            folder = self.root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            taken = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+            versions = self.root / name
+            versions.mkdir(parents=True, exist_ok=True)
+            taken = [int(p.name) for p in versions.iterdir() if p.name.isdigit()]
             version = max(taken, default=0) + 1
-            os.replace(model_dir, folder / str(version))
+            os.replace(folder, self.root / name / str(version))
         return version
 
     # --- models made by `zoo finetune` -----------------------------------------------------
 
     def _local(self) -> dict[str, Path]:
-        index = config.zoo_home() / "finetuned" / "index.json"
+        index = model_dir.index_path()
         try:
             mtime = index.stat().st_mtime
         except OSError:

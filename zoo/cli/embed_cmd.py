@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from zoo.cli.text_input import positive_int, read_lines
+from zoo.cli.text_input import add_text_source, positive_int, texts_of
 from zoo.quiet import import_tensorflow
 
 SHOWN = 4  # values shown per text without --json
@@ -22,25 +22,13 @@ SHOWN = 4  # values shown per text without --json
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("embed", help="sentence embeddings of texts")
     parser.add_argument("model", help="a registered text model, e.g. minilm_l6_v2")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", nargs="+", metavar="TEXT", help="texts to embed")
-    source.add_argument(
-        "--file", metavar="FILE", help="a UTF-8 file, one text per non-empty line ('-': stdin)"
-    )
+    add_text_source(parser, required=True, what="texts to embed")
     parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N")
     parser.add_argument(
         "--no-normalize", action="store_true", help="raw pooled vectors, not unit length"
     )
     parser.add_argument("--json", action="store_true", help="print the full vectors as JSON")
     parser.set_defaults(run=run)
-
-
-def texts_of(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
-    """The texts to embed and, for a file, their line numbers."""
-    if args.file is not None:
-        lines = read_lines(args.file)
-        return [text for _, text in lines], [number for number, _ in lines]
-    return list(args.text), None
 
 
 def vector_json(vector: Any) -> list[float]:

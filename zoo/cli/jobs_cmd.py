@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "watch":
             for event in zoo.watch_job(args.job_id):
-                line = remote.print_job_event(event)
+                line = remote.job_event_line(event)
                 if args.json:
                     print_json(asdict(event))
                 elif line:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from zoo.cli import (
     cache_cmd,
@@ -34,9 +35,27 @@ COMMANDS = (
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse, with two fixes every command gets.
+
+    Errors are one line naming the problem and pointing at the help (exit 2). A command's
+    flags may come anywhere among its positional arguments (`zoo predict M --json a.png
+    b.png`): a subcommand without subcommands of its own parses intermixed, as
+    `parse_intermixed_args` does.
+    """
+
+    _intermixing = False
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        # One line naming the problem and pointing at the help, exit 2 (bad usage).
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._intermixing or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into this method
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
-"""`zoo predict MODEL IMAGE... [--top-k 5] [--json]`: classify images.
+"""`zoo predict MODEL IMAGE... | --text TEXT... | --file FILE [--top-k K] [--json]`.
 
 MODEL is a registry name (ImageNet classes), a fine-tuned model's folder, or the name
-it was recorded under.
+it was recorded under. `--top-k` defaults to min(5, classes); a larger one is clamped.
 """
 
 from __future__ import annotations
@@ -13,16 +13,20 @@ from typing import Any
 
 from zoo.cli import remote
 from zoo.cli.output import print_json
+from zoo.cli.text_input import add_text_source, positive_int, texts_of
 from zoo.errors import InvalidInputError
 from zoo.quiet import import_tensorflow
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("predict", help="classify images with a registered or fine-tuned model")
+    p = commands.add_parser("predict", help="classify images or texts with a registered or "
+                                            "fine-tuned model")
     p.add_argument("model", help="registry name, fine-tuned model folder, or recorded name")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
-    p.add_argument("--text", nargs="+", metavar="TEXT", help="texts, for a fine-tuned text classifier")
-    p.add_argument("--top-k", type=int, default=5)
+    add_text_source(p, required=False, what="texts, for a fine-tuned text classifier "
+                                             "(repeat --text to add more)")
+    p.add_argument("--top-k", type=positive_int, metavar="K",
+                   help="predictions per input (default: 5, or the number of classes if fewer)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 
@@ -40,34 +44,36 @@ def show(args: argparse.Namespace, kind: str, inputs: list[str], results: list[A
     return 0
 
 
-def run_text(args: argparse.Namespace) -> int:
+def run_text(args: argparse.Namespace, texts: list[str]) -> int:
     if args.server:
         with remote.client(args) as zoo:
-            results = zoo.classify_text(args.model, args.text, top_k=args.top_k)
+            results = zoo.classify_text(args.model, texts, top_k=args.top_k or 0)
     else:
         import_tensorflow()
         from zoo.text.classifier import TextClassifier
 
-        results = TextClassifier.load(args.model).classify(args.text, top_k=args.top_k)
-    return show(args, "text", args.text, results)
+        results = TextClassifier.load(args.model).classify(texts, top_k=args.top_k)
+    return show(args, "text", texts, results)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.text and args.images:
-        raise InvalidInputError("give images or --text, not both")
-    if args.text:
-        return run_text(args)
+    texts, _ = texts_of(args)  # a bad --file fails here, before TensorFlow loads
+    if texts and args.images:
+        raise InvalidInputError("give images or --text/--file, not both")
+    if texts:
+        return run_text(args, texts)
     if not args.images:
-        raise InvalidInputError("name at least one image (or --text for a text classifier)")
+        raise InvalidInputError("name at least one image (or --text/--file for a text "
+                                "classifier)")
     missing = [image for image in args.images if not Path(image).is_file()]
     if missing:  # before paying for TensorFlow and the model
         raise InvalidInputError(f"{missing[0]}: no such file")
     if args.server:
         with remote.client(args) as zoo:
-            results = zoo.classify(args.model, args.images, top_k=args.top_k)
+            results = zoo.classify(args.model, args.images, top_k=args.top_k or 0)
     else:
         import_tensorflow()
-        from zoo.vision.classifier import classifier
+        from zoo.vision.classifier import load_classifier
 
-        results = classifier(args.model).classify(args.images, top_k=args.top_k)
+        results = load_classifier(args.model).classify(args.images, top_k=args.top_k)
     return show(args, "image", args.images, results)

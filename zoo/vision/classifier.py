@@ -1,15 +1,14 @@
-"""Classify images with a registered ImageNet model or a fine-tuned model directory.
+"""Classify images with a registered ImageNet model or a fine-tuned model folder.
 
 `ImageClassifier` wraps the Keras model, BatchNorm folded into its convolutions (see
-`zoo.vision.inference`), in one `tf.function` with a dynamic batch dimension: traced once, then
-every call is a compiled call (about 5x cheaper than `model.predict` on a single image).
-The CLI, Python callers and the gRPC server's batcher all classify through it.
+`zoo.vision.inference`), in one `tf.function` with a dynamic batch dimension: traced once,
+then every call is a compiled call (about 5x cheaper than `model.predict` on a single
+image). The CLI, Python callers and the gRPC server's batcher all classify through it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,12 @@ import numpy as np
 
 from zoo import model_dir
 from zoo.errors import InvalidInputError
-from zoo.hub.registry import get_spec
+from zoo.predictions import Prediction, resolve_top_k, top_predictions
+from zoo.refs import ModelRef, resolve
 from zoo.vision.imagenet import preprocess
 from zoo.vision.images import decode
 
 ImageInput = str | Path | bytes | np.ndarray
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    score: float
-    index: int
 
 
 class ImageClassifier:
@@ -45,23 +38,24 @@ class ImageClassifier:
         self._call = compiled_image_call(self.model, size)
 
     @classmethod
-    def load(cls, name_or_dir: str | Path) -> ImageClassifier:
-        folder = model_dir.resolve(name_or_dir)
-        if folder is not None:
-            meta = model_dir.read_meta(folder)
-            if meta.get("task") != "image-classification":
-                raise InvalidInputError(f"{name_or_dir} is a {meta.get('task')} model, not an image classifier")
-            return cls(meta["name"], model_dir.load(folder), meta["labels"],
-                       tuple(meta["input"]["size"]), None, str(folder))
-        spec = get_spec(str(name_or_dir))
-        if not spec.is_image:
-            raise InvalidInputError(f"{spec.name} is a {spec.task} model; classify images with an image model")
-        from zoo.vision.build import load_model
+    def load(cls, model: str | Path | ModelRef) -> ImageClassifier:
+        """A registry name, a fine-tuned model's folder or recorded name, or a resolved ref."""
+        ref = resolve(model)
+        if not ref.is_image:
+            raise InvalidInputError(
+                f"{ref.name} is a {ref.task} model; classify images with an image model"
+                + (" (texts: zoo predict MODEL --text ...)" if ref.is_text_classifier else ""))
+        if ref.folder is not None:
+            assert ref.image_size is not None and ref.labels is not None
+            return cls(ref.name, model_dir.load_keras(ref.folder), ref.labels, ref.image_size,
+                       None, str(ref.folder))
+        from zoo.vision.build import build_image_model
         from zoo.vision.imagenet import imagenet_labels
 
+        spec = ref.spec
         assert spec.input.size is not None
         labels = [label for _, label in imagenet_labels()]
-        return cls(spec.name, load_model(spec.name), labels, spec.input.size,
+        return cls(spec.name, build_image_model(spec), labels, spec.input.size,
                    spec.input.preprocessing, "registry")
 
     @property
@@ -78,7 +72,8 @@ class ImageClassifier:
             from PIL import Image
 
             if image.shape[:2] != self.size:
-                image = np.asarray(Image.fromarray(image).resize(self.size[::-1], Image.Resampling.BILINEAR))
+                image = np.asarray(Image.fromarray(image).resize(self.size[::-1],
+                                                                 Image.Resampling.BILINEAR))
             return image
         return decode(image, self.size)
 
@@ -96,37 +91,34 @@ class ImageClassifier:
         """(N, H, W, 3) uint8 pixels -> (N, classes) probabilities, one compiled call."""
         return self.run(self.prepare(batch))
 
-    def top_k(self, probs: np.ndarray, k: int) -> list[list[Prediction]]:
-        check_top_k(k, self.num_classes)
-        order = np.argsort(-probs, axis=1)[:, :k]
-        return [[Prediction(self.labels[i], float(row[i]), int(i)) for i in idx]
-                for row, idx in zip(probs, order, strict=True)]
+    def top_k(self, probs: np.ndarray, k: int | None = None) -> list[list[Prediction]]:
+        k = resolve_top_k(k, self.num_classes)
+        return [top_predictions(row, self.labels, k) for row in probs]
 
-    def classify(self, images: Sequence[ImageInput], top_k: int = 5) -> list[list[Prediction]]:
-        check_top_k(top_k, self.num_classes)
+    def classify(self, images: Sequence[ImageInput], top_k: int | None = None
+                 ) -> list[list[Prediction]]:
+        """Top-k predictions per image; `top_k` None means min(5, classes), and a larger one
+        is clamped to the number of classes."""
+        k = resolve_top_k(top_k, self.num_classes)
         if not images:
             raise InvalidInputError("no images to classify")
         batch = np.stack([self.pixels(image) for image in images])
-        return self.top_k(self.probabilities(batch), top_k)
-
-
-def check_top_k(k: int, num_classes: int) -> None:
-    if not 1 <= k <= num_classes:
-        raise InvalidInputError(f"top_k must be between 1 and {num_classes}, got {k}")
+        return self.top_k(self.probabilities(batch), k)
 
 
 _loaded: dict[str, ImageClassifier] = {}
 
 
-def classifier(name_or_dir: str | Path) -> ImageClassifier:
+def load_classifier(model: str | Path | ModelRef) -> ImageClassifier:
     """A loaded classifier, kept for the life of the process (CLI and Python use)."""
-    key = str(name_or_dir)
+    ref = resolve(model)
+    key = str(ref.folder.resolve()) if ref.folder is not None else ref.spec.name
     if key not in _loaded:
-        _loaded[key] = ImageClassifier.load(name_or_dir)
+        _loaded[key] = ImageClassifier.load(ref)
     return _loaded[key]
 
 
-def predict(name_or_dir: str | Path, images: Sequence[ImageInput], top_k: int = 5
-            ) -> list[list[Prediction]]:
+def predict(model: str | Path | ModelRef, images: Sequence[ImageInput],
+            top_k: int | None = None) -> list[list[Prediction]]:
     """Top-k predictions per image, from a registry name, a fine-tune's name, or its folder."""
-    return classifier(name_or_dir).classify(images, top_k)
+    return load_classifier(model).classify(images, top_k)

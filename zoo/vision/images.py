@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zoo.errors import InvalidInputError
+from zoo.vision import DEFAULT_MAX_PIXELS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
-DEFAULT_MAX_PIXELS = 64_000_000  # about 8000 x 8000; beyond that refuse (decompression bombs)
 
 
 def _open(source: str | Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:

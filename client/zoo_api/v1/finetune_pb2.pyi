@@ -159,7 +159,10 @@ Global___UploadDatasetResponse: _TypeAlias = UploadDatasetResponse  # noqa: Y015
 
 @_typing.final
 class HyperParameters(_message.Message):
-    """Unset fields take the library's defaults (zoo.finetune)."""
+    """Unset fields take the library's defaults (zoo.finetune). The fields are those of the
+    library's one schema, zoo.finetuning.hyperparameters.HyperParameters (same names, same
+    meaning, same ranges: out-of-range values are INVALID_ARGUMENT); a test keeps them equal.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -175,6 +178,9 @@ class HyperParameters(_message.Message):
     LABEL_SMOOTHING_FIELD_NUMBER: _builtins.int
     CLASS_WEIGHTS_FIELD_NUMBER: _builtins.int
     PATIENCE_FIELD_NUMBER: _builtins.int
+    DROPOUT_FIELD_NUMBER: _builtins.int
+    FINE_TUNE_LR_FACTOR_FIELD_NUMBER: _builtins.int
+    CACHE_FEATURES_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
     fine_tune_layers: _builtins.int
     fine_tune_fraction: _builtins.float
@@ -187,6 +193,9 @@ class HyperParameters(_message.Message):
     label_smoothing: _builtins.float
     class_weights: _builtins.bool
     patience: _builtins.int
+    dropout: _builtins.float
+    fine_tune_lr_factor: _builtins.float
+    cache_features: _builtins.bool
     def __init__(
         self,
         *,
@@ -202,23 +211,32 @@ class HyperParameters(_message.Message):
         label_smoothing: _builtins.float | None = ...,
         class_weights: _builtins.bool | None = ...,
         patience: _builtins.int | None = ...,
+        dropout: _builtins.float | None = ...,
+        fine_tune_lr_factor: _builtins.float | None = ...,
+        cache_features: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_class_weights", b"_class_weights", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "class_weights", b"class_weights", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_cache_features", b"_cache_features", "_class_weights", b"_class_weights", "_dropout", b"_dropout", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_fine_tune_lr_factor", b"_fine_tune_lr_factor", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "cache_features", b"cache_features", "class_weights", b"class_weights", "dropout", b"dropout", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "fine_tune_lr_factor", b"fine_tune_lr_factor", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_class_weights", b"_class_weights", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "class_weights", b"class_weights", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_cache_features", b"_cache_features", "_class_weights", b"_class_weights", "_dropout", b"_dropout", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_fine_tune_lr_factor", b"_fine_tune_lr_factor", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "cache_features", b"cache_features", "class_weights", b"class_weights", "dropout", b"dropout", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "fine_tune_lr_factor", b"fine_tune_lr_factor", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__augment: _TypeAlias = _typing.Literal["augment"]  # noqa: Y015
     _WhichOneofArgType__augment: _TypeAlias = _typing.Literal["_augment", b"_augment"]  # noqa: Y015
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
+    _WhichOneofReturnType__cache_features: _TypeAlias = _typing.Literal["cache_features"]  # noqa: Y015
+    _WhichOneofArgType__cache_features: _TypeAlias = _typing.Literal["_cache_features", b"_cache_features"]  # noqa: Y015
     _WhichOneofReturnType__class_weights: _TypeAlias = _typing.Literal["class_weights"]  # noqa: Y015
     _WhichOneofArgType__class_weights: _TypeAlias = _typing.Literal["_class_weights", b"_class_weights"]  # noqa: Y015
+    _WhichOneofReturnType__dropout: _TypeAlias = _typing.Literal["dropout"]  # noqa: Y015
+    _WhichOneofArgType__dropout: _TypeAlias = _typing.Literal["_dropout", b"_dropout"]  # noqa: Y015
     _WhichOneofReturnType__epochs: _TypeAlias = _typing.Literal["epochs"]  # noqa: Y015
     _WhichOneofArgType__epochs: _TypeAlias = _typing.Literal["_epochs", b"_epochs"]  # noqa: Y015
     _WhichOneofReturnType__fine_tune_fraction: _TypeAlias = _typing.Literal["fine_tune_fraction"]  # noqa: Y015
     _WhichOneofArgType__fine_tune_fraction: _TypeAlias = _typing.Literal["_fine_tune_fraction", b"_fine_tune_fraction"]  # noqa: Y015
     _WhichOneofReturnType__fine_tune_layers: _TypeAlias = _typing.Literal["fine_tune_layers"]  # noqa: Y015
     _WhichOneofArgType__fine_tune_layers: _TypeAlias = _typing.Literal["_fine_tune_layers", b"_fine_tune_layers"]  # noqa: Y015
+    _WhichOneofReturnType__fine_tune_lr_factor: _TypeAlias = _typing.Literal["fine_tune_lr_factor"]  # noqa: Y015
+    _WhichOneofArgType__fine_tune_lr_factor: _TypeAlias = _typing.Literal["_fine_tune_lr_factor", b"_fine_tune_lr_factor"]  # noqa: Y015
     _WhichOneofReturnType__image_size: _TypeAlias = _typing.Literal["image_size"]  # noqa: Y015
     _WhichOneofArgType__image_size: _TypeAlias = _typing.Literal["_image_size", b"_image_size"]  # noqa: Y015
     _WhichOneofReturnType__label_smoothing: _TypeAlias = _typing.Literal["label_smoothing"]  # noqa: Y015
@@ -236,13 +254,19 @@ class HyperParameters(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_size) -> _WhichOneofReturnType__batch_size | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_features) -> _WhichOneofReturnType__cache_features | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__class_weights) -> _WhichOneofReturnType__class_weights | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dropout) -> _WhichOneofReturnType__dropout | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__epochs) -> _WhichOneofReturnType__epochs | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fine_tune_fraction) -> _WhichOneofReturnType__fine_tune_fraction | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fine_tune_layers) -> _WhichOneofReturnType__fine_tune_layers | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fine_tune_lr_factor) -> _WhichOneofReturnType__fine_tune_lr_factor | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__image_size) -> _WhichOneofReturnType__image_size | None: ...
     @_typing.overload

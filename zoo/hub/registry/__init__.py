@@ -2,7 +2,8 @@
 
 Names are lower snake case (`resnet50`, `mobilenet_v2_035_96`) with an optional
 `.tag` for the weights (`resnet50.imagenet`); an untagged name means the default
-weights. Families register their specs from their own module, beside their metadata.
+weights. Families register their specs from their own module, beside their metadata,
+into the table of zoo.hub.registry.table.
 """
 
 from __future__ import annotations
@@ -10,18 +11,9 @@ from __future__ import annotations
 import fnmatch
 
 from zoo.errors import ModelNotFoundError
+from zoo.hub.registry.table import REGISTRY as _REGISTRY
+from zoo.hub.registry.table import register
 from zoo.hub.spec import TASKS, ModelSpec
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} is registered twice")
-    if spec.task not in TASKS:
-        raise ValueError(f"model {spec.name!r} has unknown task {spec.task!r}")
-    _REGISTRY[spec.name] = spec
-    return spec
 
 
 def _load_families() -> None:
@@ -50,6 +42,14 @@ def get_spec(name: str) -> ModelSpec:
     return spec
 
 
+def is_registered(name: str) -> bool:
+    """Whether `name` (with or without its `.tag`) names a registry model."""
+    _load_families()
+    base, tag = split_name(str(name))
+    spec = _REGISTRY.get(base)
+    return spec is not None and (tag is None or tag == spec.weights_tag)
+
+
 def list_models(pattern: str = "*", task: str | None = None) -> list[ModelSpec]:
     """Registered specs whose name matches the shell-style `pattern`, sorted by name."""
     _load_families()
@@ -61,3 +61,6 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[ModelSpec]:
         for name, spec in sorted(_REGISTRY.items())
         if fnmatch.fnmatchcase(name, pattern) and (task is None or spec.task == task)
     ]
+
+
+__all__ = ["get_spec", "is_registered", "list_models", "register", "split_name"]

@@ -7,7 +7,7 @@ files (and the installed package that carries MiniLM for offline use).
 
 from __future__ import annotations
 
-from zoo.hub.registry import register
+from zoo.hub.registry.table import register
 from zoo.hub.spec import (
     TEXT_CLASSIFICATION,
     TEXT_EMBEDDING,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.hub.registry import register
+from zoo.hub.registry.table import register
 from zoo.hub.spec import IMAGE_CLASSIFICATION, HeadSpec, InputSpec, ModelSpec, Provenance
 
 LICENSE = "Apache-2.0"  # keras-team/keras-applications weights release
