@@ -103,8 +103,10 @@ def test_errors_map_to_exceptions_that_keep_the_code(server, digit_images) -> No
         assert missing.value.code == grpc.StatusCode.NOT_FOUND
         with pytest.raises(zoo_client.InvalidInput, match="image"):
             zoo.classify(TINY, [b"not an image"])
-        with pytest.raises(zoo_client.InvalidInput):
-            zoo.classify(TINY, [digit_images[0]], top_k=5000)
+        with pytest.raises(zoo_client.InvalidInput, match="top_k"):
+            zoo.classify(TINY, [digit_images[0]], top_k=-1)
+        # Past the number of classes, top_k is clamped (as Keras's decode_predictions is).
+        assert len(zoo.classify(TINY, [digit_images[0]], top_k=5000)[0]) == 1000
         with pytest.raises(zoo_client.InvalidInput, match="non-empty"):
             zoo.classify(TINY, [])
         with pytest.raises(zoo_client.ModelNotFound):
@@ -227,6 +229,29 @@ def test_cli_talks_to_the_server(server, digit_images) -> None:
                           env=env, timeout=60)
     assert jobs.returncode == 1 and "NOT_FOUND" in jobs.stderr
     assert len(jobs.stderr.strip().splitlines()) == 1
+
+
+def test_cli_finetunes_on_the_server_with_every_flag_and_predicts_two_classes(server, tmp_path):
+    """`zoo --server ... finetune` sends every hyper-parameter flag (--dropout was dropped
+    silently once), prints the local command's lines, and the 2-class result predicts with
+    the default top-k (min(5, classes))."""
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    cli = [sys.executable, "-m", "zoo.cli.main", "--server", server]
+    data = write_digits(tmp_path / "pair", classes=(0, 1), per_class=12, start=90)
+    run = subprocess.run([*cli, "finetune", TINY, "--dropout", "0.5", "--data", str(data),
+                          "--epochs", "2", "--name", "pair", "--image-size", "32"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "epoch  1/2  loss" in run.stdout and "served as pair version 1" in run.stdout
+    listed = subprocess.run([*cli, "jobs", "list", "--json"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    job = next(j for j in json.loads(listed.stdout) if j["output_name"] == "pair")
+    assert job["hyperparameters"]["dropout"] == 0.5
+    image = str(data / "1" / "000.png")
+    predicted = subprocess.run([*cli, "predict", "pair", "--json", image, image],
+                               capture_output=True, text=True, env=env, timeout=60)
+    assert predicted.returncode == 0, predicted.stderr
+    assert [len(r["predictions"]) for r in json.loads(predicted.stdout)] == [2, 2]
 
 
 def test_client_alone_in_a_fresh_venv_never_imports_tensorflow(server, tmp_path, digit_images):

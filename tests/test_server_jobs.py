@@ -376,7 +376,7 @@ def test_text_job_then_classify_text(served):
         base=spec("minilm_l6_v2"), dataset_id=dataset.dataset_id, output_name="sentiment",
         hyperparameters=finetune_pb2.HyperParameters(fine_tune_fraction=0.5)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "image models only" in error.details()
+    assert "--fine-tune-fraction applies to image bases" in error.details()
     job = stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
         base=spec("minilm_l6_v2"), dataset_id=dataset.dataset_id, output_name="sentiment",
         hyperparameters=finetune_pb2.HyperParameters(epochs=20, learning_rate=1e-2, patience=0)))

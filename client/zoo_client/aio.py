@@ -106,12 +106,12 @@ class AsyncZooClient:
     async def unload_model(self, name: str, version: int = 0) -> bool:
         return await self._run(calls.unload_model(name, version))  # type: ignore[no-any-return]
 
-    async def classify(self, model: str, images: Sequence[ImageLike], top_k: int = 5, *,
+    async def classify(self, model: str, images: Sequence[ImageLike], top_k: int | None = None, *,
                        version: int = 0, timeout: float | None = None
                        ) -> list[list[types.Prediction]]:
         return await self._run(calls.classify(model, images, top_k, version), timeout)  # type: ignore[no-any-return]
 
-    async def classify_text(self, model: str, texts: Sequence[str], top_k: int = 5, *,
+    async def classify_text(self, model: str, texts: Sequence[str], top_k: int | None = None, *,
                             version: int = 0, timeout: float | None = None
                             ) -> list[list[types.Prediction]]:
         return await self._run(calls.classify_text(model, texts, top_k, version), timeout)  # type: ignore[no-any-return]

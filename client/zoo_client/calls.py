@@ -60,11 +60,18 @@ def unload_model(name: str, version: int) -> Call:
                 lambda r: bool(r.was_loaded), True)
 
 
-def classify(model: str, images: Sequence[ImageLike], top_k: int, version: int) -> Call:
+def _top_k(top_k: int | None) -> int:
+    """None (or 0) asks the server for min(5, classes); a larger value is clamped there."""
+    if top_k is not None and (isinstance(top_k, bool) or top_k < 0):
+        raise InvalidInput(f"top_k must be a positive whole number, got {top_k!r}")
+    return top_k or 0
+
+
+def classify(model: str, images: Sequence[ImageLike], top_k: int | None, version: int) -> Call:
     if isinstance(images, (str, bytes)) or not images:
         raise InvalidInput("give a non-empty list of images")
     request = inference_pb2.ClassifyRequest(
-        model=spec(model, version), images=[image_bytes(i) for i in images], top_k=top_k)
+        model=spec(model, version), images=[image_bytes(i) for i in images], top_k=_top_k(top_k))
     return Call("inference", "Classify", request,
                 lambda r: [types.predictions(c) for c in r.results], True)
 
@@ -75,9 +82,9 @@ def _texts(texts: Sequence[str]) -> list[str]:
     return list(texts)
 
 
-def classify_text(model: str, texts: Sequence[str], top_k: int, version: int) -> Call:
+def classify_text(model: str, texts: Sequence[str], top_k: int | None, version: int) -> Call:
     request = inference_pb2.ClassifyTextRequest(model=spec(model, version), texts=_texts(texts),
-                                                top_k=top_k)
+                                                top_k=_top_k(top_k))
     return Call("inference", "ClassifyText", request,
                 lambda r: [types.predictions(c) for c in r.results], True)
 

@@ -117,12 +117,12 @@ class ZooClient:
 
     # --- inference ---------------------------------------------------------------------
 
-    def classify(self, model: str, images: Sequence[ImageLike], top_k: int = 5, *,
+    def classify(self, model: str, images: Sequence[ImageLike], top_k: int | None = None, *,
                  version: int = 0, timeout: float | None = None) -> list[list[types.Prediction]]:
         """Top-k predictions for each image (paths, bytes, PIL images or uint8 arrays)."""
         return self._run(calls.classify(model, images, top_k, version), timeout)  # type: ignore[no-any-return]
 
-    def classify_stream(self, model: str, images: Iterable[ImageLike], top_k: int = 5, *,
+    def classify_stream(self, model: str, images: Iterable[ImageLike], top_k: int | None = None, *,
                         version: int = 0, timeout: float | None = None
                         ) -> Iterator[tuple[str, list[types.Prediction] | ZooClientError]]:
         """(request id, predictions or the error of that one image), in arrival order."""
@@ -131,7 +131,7 @@ class ZooClient:
         def requests() -> Iterator[inference_pb2.ClassifyStreamRequest]:
             for i, image in enumerate(images):
                 yield inference_pb2.ClassifyStreamRequest(
-                    request_id=str(i), model=spec, image=image_bytes(image), top_k=top_k)
+                    request_id=str(i), model=spec, image=image_bytes(image), top_k=top_k or 0)
 
         stream = self._stubs["inference"].ClassifyStream(
             requests(), timeout=timeout or 3600, metadata=self._metadata)
@@ -145,7 +145,7 @@ class ZooClient:
         except grpc.RpcError as e:
             raise from_rpc_error(e) from e
 
-    def classify_text(self, model: str, texts: Sequence[str], top_k: int = 5, *,
+    def classify_text(self, model: str, texts: Sequence[str], top_k: int | None = None, *,
                       version: int = 0, timeout: float | None = None
                       ) -> list[list[types.Prediction]]:
         return self._run(calls.classify_text(model, texts, top_k, version), timeout)  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from zoo_api.v1 import common_pb2, finetune_pb2, models_pb2
 
@@ -93,6 +94,7 @@ class Job:
     started_ms: int
     finished_ms: int
     attempts: int
+    hyperparameters: dict[str, Any]  # the ones the job was created with; unset ones: defaults
 
     @property
     def done(self) -> bool:
@@ -138,6 +140,7 @@ def job(j: finetune_pb2.Job) -> Job:
         result=j.result.name or None, result_version=j.result.version, epoch=j.epoch,
         epochs=j.epochs, metrics=dict(j.metrics), error=j.error, created_ms=j.created_ms,
         started_ms=j.started_ms, finished_ms=j.finished_ms, attempts=j.attempts,
+        hyperparameters={f.name: v for f, v in j.hyperparameters.ListFields()},
     )
 
 

@@ -68,8 +68,9 @@ def _typed(name: str, flag: str) -> Any:
 def config_of(args: argparse.Namespace) -> ServerConfig:
     """ServerConfig from the flags given, then the environment, then the defaults."""
     overrides = {f.name: getattr(args, f.name, None) for f in settings()}
-    if overrides.get("preload") is not None:
-        overrides["preload"] = tuple(overrides["preload"])
+    preload = overrides.get("preload")
+    if preload is not None:
+        overrides["preload"] = tuple(preload)
     return ServerConfig.from_env(**overrides)
 
 

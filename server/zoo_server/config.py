@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,13 @@ OPERATIONS = "security and operations"
 
 
 def _setting(default: Any, help: str, group: str, *, flag: str | None = None,
-             env: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """A setting: its default, its help line, its flag group, and where a flag or an
-    environment variable is not named after the field."""
-    return field(default=default, metadata={"help": help, "group": group, "flag": flag,
-                                            "env": env, "choices": choices})
+             env: str | None = None, choices: tuple[str, ...] | None = None,
+             secret: bool = False) -> Any:
+    """A setting: its default, its help line, its flag group, where a flag or an environment
+    variable is not named after the field, and whether it stays out of logs and repr."""
+    return field(default=default, repr=not secret,
+                 metadata={"help": help, "group": group, "flag": flag, "env": env,
+                           "choices": choices, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class ServerConfig:
     # Security and operations.
     token: str | None = _setting(None, "require 'authorization: Bearer TOKEN' (health stays "
                                        "open); prefer $ZOO_TOKEN, which ps does not show",
-                                 OPERATIONS, env="ZOO_TOKEN")
+                                 OPERATIONS, env="ZOO_TOKEN", secret=True)
     tls_cert: Path | None = _setting(None, "PEM certificate chain (with --tls-key)", OPERATIONS)
     tls_key: Path | None = _setting(None, "PEM private key", OPERATIONS)
     metrics_port: int | None = _setting(None, "serve Prometheus /metrics on this port (0: any "
@@ -167,9 +170,9 @@ def env_var(name: str) -> str:
 def value_type(name: str) -> type:
     """The type a setting's text is parsed into: int, float, str, Path or tuple (names)."""
     hint = typing.get_type_hints(ServerConfig)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if args else hint
-    return tuple if typing.get_origin(base) is tuple else base
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return tuple if typing.get_origin(hint) is tuple else hint
 
 
 def parse(name: str, raw: str, where: str) -> Any:

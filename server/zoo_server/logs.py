@@ -19,7 +19,7 @@ log = logging.getLogger("zoo_server")
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+        ts = dt.datetime.fromtimestamp(record.created, dt.UTC)
         data: dict[str, Any] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
             "level": record.levelname.lower(),
