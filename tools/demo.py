@@ -118,13 +118,10 @@ def free_port() -> int:
 
 
 def follow(zoo, job) -> None:  # type: ignore[no-untyped-def]
+    """Print a job's events as the server words them (the lines `zoo finetune` prints)."""
     for event in zoo.watch_job(job.id):
-        if event.kind == "epoch":
-            acc = event.metrics.get("val_accuracy")
-            print(f"  epoch {event.epoch}/{event.epochs}  loss {event.loss:.3f}"
-                  + (f"  val_accuracy {acc:.3f}" if acc is not None else ""), flush=True)
-        elif event.kind in ("state", "phase") and event.message:
-            print(f"  {event.kind}: {event.message}", flush=True)
+        if event.message:
+            print(f"  {event.message}", flush=True)
 
 
 def through_the_client(target: str) -> None:
