@@ -9,6 +9,7 @@ home, which is `ZOO_HOME` as everywhere in Zoo.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ class ServerConfig:
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # width x height, checked from the header
     max_upload_mb: int = 2048  # one UploadDataset stream
     max_extract_mb: int = 8192  # an archive's total uncompressed size
-    max_extract_files: int = 200_000  # files in one archive
+    max_extract_files: int = 200_000  # members (files and folders) in one archive
+    dataset_retention_days: float = 0.0  # delete datasets no job used for this long; 0: never
     max_concurrent_rpcs: int = 1024  # past it gRPC answers RESOURCE_EXHAUSTED
     rpc_threads: int = 64  # handler threads: concurrent RPCs in progress
     # Fine-tune jobs.
@@ -48,6 +50,7 @@ class ServerConfig:
     job_stop_s: float = 30.0  # how long a cancelled/stopped job may take to checkpoint
     # Security.
     token: str | None = field(default=None, repr=False)
+    insecure: bool = False  # allow a non-loopback host without a token
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # Operations.
@@ -66,6 +69,9 @@ class ServerConfig:
             (self.max_message_mb >= 1, "max_message_mb must be at least 1"),
             (self.max_image_pixels >= 1, "max_image_pixels must be at least 1"),
             (self.max_upload_mb >= 1, "max_upload_mb must be at least 1"),
+            (self.max_extract_files >= 1, "max_extract_files must be at least 1"),
+            (self.dataset_retention_days >= 0,
+             "dataset_retention_days must be 0 (keep datasets) or more"),
             (self.max_jobs >= 0, "max_jobs must be 0 (no training) or more"),
             (self.rpc_threads >= 1, "rpc_threads must be at least 1"),
             ((self.tls_cert is None) == (self.tls_key is None),
@@ -76,6 +82,17 @@ class ServerConfig:
         for ok, message in checks:
             if not ok:
                 raise InvalidInputError(message)
+
+    def check_exposure(self, host: str) -> None:
+        """Refuse to listen beyond this machine without a token, unless `insecure` says the
+        operator means it: anyone who can reach the port could otherwise run jobs, fill
+        the disk with uploads and read every model."""
+        if self.token or self.insecure or is_loopback(host):
+            return
+        raise InvalidInputError(
+            f"refusing to serve on {host} without a token: anyone who can reach it could use "
+            "the server; set ZOO_TOKEN (or --token), or pass --insecure if this network is "
+            "trusted")
 
     @property
     def max_message_bytes(self) -> int:
@@ -119,7 +136,21 @@ _INTS = {"max_batch_size", "max_queue", "batch_threads", "memory_budget_mb", "de
          "intra_op_threads", "inter_op_threads", "max_message_mb", "max_image_pixels",
          "max_upload_mb", "max_extract_mb", "max_extract_files", "max_concurrent_rpcs",
          "rpc_threads", "max_jobs", "metrics_port"}
-_FLOATS = {"max_queue_delay_ms", "load_wait_s", "job_stop_s", "grace_s"}
+_FLOATS = {"max_queue_delay_ms", "load_wait_s", "job_stop_s", "grace_s", "dataset_retention_days"}
+_BOOLS = {"insecure"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) only listens on
+    this machine. Unknown names count as not loopback."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse(name: str, raw: str, var: str) -> Any:
@@ -130,6 +161,10 @@ def _parse(name: str, raw: str, var: str) -> Any:
             return float(raw)
     except ValueError:
         raise InvalidInputError(f"{var}={raw!r} is not a number") from None
+    if name in _BOOLS:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise InvalidInputError(f"{var}={raw!r} is not 1/0, true/false, yes/no or on/off")
+        return raw.lower() in _TRUE
     if name in ("tls_cert", "tls_key"):
         return Path(raw).expanduser()
     if name == "preload":

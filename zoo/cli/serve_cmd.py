@@ -19,7 +19,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Serve every model in the zoo over gRPC (zoo.v1), fine-tune new ones on "
                     "uploaded data and serve each result as soon as it is trained. Stops "
                     "gracefully on SIGTERM/SIGINT.")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all, "
+                                  "which needs a token or --insecure)")
     p.add_argument("--port", type=int, help="port (default 50051; 0: any free port)")
     p.add_argument("--home", type=Path, help="cache, model store, datasets, jobs and server.db "
                                              "(default: $ZOO_HOME, else ~/.cache/zoo)")
@@ -46,12 +47,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                                           "header (default 64000000)")
     lim.add_argument("--max-upload-mb", type=int, help="one dataset upload (default 2048)")
     lim.add_argument("--max-extract-mb", type=int, help="an archive's uncompressed size (default 8192)")
-    lim.add_argument("--max-extract-files", type=int, help="files in one archive (default 200000)")
+    lim.add_argument("--max-extract-files", type=int,
+                     help="members (files and folders) in one archive (default 200000)")
+    lim.add_argument("--dataset-retention-days", type=float,
+                     help="delete uploaded datasets no job has used for this many days, "
+                          "checked at start and hourly (default 0: keep until DeleteDataset)")
     j = p.add_argument_group("fine-tune jobs")
     j.add_argument("--max-jobs", type=int, help="jobs training at once; 0: none (default 1)")
     s = p.add_argument_group("security and operations")
     s.add_argument("--token", help="require 'authorization: Bearer TOKEN' (health stays open); "
                                    "prefer $ZOO_TOKEN, which other users cannot see in ps")
+    s.add_argument("--insecure", action="store_true", default=None,
+                   help="serve on a non-loopback --host without a token (only on a network "
+                        "you trust)")
     s.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
     s.add_argument("--tls-key", type=Path, help="PEM private key")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
@@ -66,8 +74,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "batch_threads",
                 "memory_budget_mb", "decode_threads", "intra_op_threads", "inter_op_threads",
                 "rpc_threads", "max_message_mb", "max_image_pixels", "max_upload_mb",
-                "max_extract_mb", "max_extract_files", "max_jobs", "token", "tls_cert",
-                "tls_key", "metrics_port", "metrics_host", "grace_s", "log_level")
+                "max_extract_mb", "max_extract_files", "dataset_retention_days", "max_jobs",
+                "token", "insecure", "tls_cert", "tls_key", "metrics_port", "metrics_host",
+                "grace_s", "log_level")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                                                         or DEFAULT_PORT)
     from zoo_server.server import address_of, check_free, serve
 
-    check_free(address_of(host, port))  # bad settings and a taken port fail before TF loads
+    config.check_exposure(host)  # bad settings and a taken port fail before TF loads
+    check_free(address_of(host, port))
     from zoo.quiet import import_tensorflow
 
     import_tensorflow()
