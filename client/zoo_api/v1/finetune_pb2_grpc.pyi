@@ -38,6 +38,12 @@ class FineTuneServiceStub:
     files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
     failed or interrupted upload leaves no dataset behind.
     """
+    DeleteDataset: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]
+    """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
+    FAILED_PRECONDITION while a queued or running job uses it (finished jobs keep
+    their record and model). Servers may also delete datasets no job has used for
+    a while (zoo serve --dataset-retention-days).
+    """
     CreateJob: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.CreateJobRequest, _finetune_pb2.Job]
     """Unary. Queues a job. NOT_FOUND: unknown base model or dataset. INVALID_ARGUMENT:
     bad hyper-parameters or name, a dataset that does not fit the base's task.
@@ -64,6 +70,12 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     format, sha256 or size mismatch, an archive member escaping its folder, too many
     files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
     failed or interrupted upload leaves no dataset behind.
+    """
+    DeleteDataset: _aio.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
+    """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
+    FAILED_PRECONDITION while a queued or running job uses it (finished jobs keep
+    their record and model). Servers may also delete datasets no job has used for
+    a while (zoo serve --dataset-retention-days).
     """
     CreateJob: _aio.UnaryUnaryMultiCallable[_finetune_pb2.CreateJobRequest, _finetune_pb2.Job]  # type: ignore[assignment]
     """Unary. Queues a job. NOT_FOUND: unknown base model or dataset. INVALID_ARGUMENT:
@@ -94,6 +106,18 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         format, sha256 or size mismatch, an archive member escaping its folder, too many
         files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
         failed or interrupted upload leaves no dataset behind.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteDataset(
+        self,
+        request: _finetune_pb2.DeleteDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_finetune_pb2.DeleteDatasetResponse, _abc.Awaitable[_finetune_pb2.DeleteDatasetResponse]]:
+        """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
+        FAILED_PRECONDITION while a queued or running job uses it (finished jobs keep
+        their record and model). Servers may also delete datasets no job has used for
+        a while (zoo serve --dataset-retention-days).
         """
 
     @_abc_1.abstractmethod
