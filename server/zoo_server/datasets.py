@@ -198,7 +198,9 @@ class _Extractor:
                 "server's limit, --max-extract-mb); refusing it (a zip bomb?)")
 
 
-_CENTRAL_DIR = struct.Struct(zipfile.structCentralDir)  # type: ignore[attr-defined]
+# zipfile's end-record reader and record layouts: not public, but stable since Python 2.6.
+_ZIP: Any = zipfile
+_CENTRAL_DIR = struct.Struct(_ZIP.structCentralDir)
 
 
 def count_zip_members(archive: Path, limit: int) -> int:
@@ -207,20 +209,20 @@ def count_zip_members(archive: Path, limit: int) -> int:
     object for each. The walk follows zipfile's own (where the directory starts, how an
     entry's length is read), so the two agree on what the members are."""
     with open(archive, "rb") as f:
-        end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
+        end = _ZIP._EndRecData(f)
         if end is None:
             raise zipfile.BadZipFile("no end of central directory record")
-        size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
-        start = end[zipfile._ECD_LOCATION] - size  # type: ignore[attr-defined]
-        if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
-            start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+        size = end[_ZIP._ECD_SIZE]
+        start = end[_ZIP._ECD_LOCATION] - size
+        if end[_ZIP._ECD_SIGNATURE] == _ZIP.stringEndArchive64:
+            start -= _ZIP.sizeEndCentDir64 + _ZIP.sizeEndCentDir64Locator
         if start < 0:
             raise zipfile.BadZipFile("the central directory starts before the file")
         f.seek(start)
         count = done = 0
         while done < size:
             record = f.read(_CENTRAL_DIR.size)
-            if len(record) != _CENTRAL_DIR.size or record[:4] != zipfile.stringCentralDir:  # type: ignore[attr-defined]
+            if len(record) != _CENTRAL_DIR.size or record[:4] != _ZIP.stringCentralDir:
                 raise zipfile.BadZipFile("bad central directory entry")
             fields = _CENTRAL_DIR.unpack(record)
             extra = fields[12] + fields[13] + fields[14]  # name, extra field, comment lengths
@@ -243,6 +245,8 @@ def extract_zip(archive: Path, root: Path, limits: Limits) -> None:
             declared = sum(m.file_size for m in members)
             out._check_bytes(declared)
             for info in members:
+                if not info.filename:  # zipfile cuts names at a NUL byte
+                    raise InvalidInputError("the archive has a member with an empty name")
                 mode = info.external_attr >> 16
                 kind = stat.S_IFMT(mode)
                 if kind == stat.S_IFLNK:
