@@ -154,6 +154,7 @@ class _Extractor:
 
     def __init__(self, root: Path, limits: Limits):
         self.root, self.limits = root, limits
+        self.resolved_root = root.resolve()
         self.members = 0
         self.bytes = 0
 
@@ -167,14 +168,17 @@ class _Extractor:
         if not parts or parts[0] in _IGNORED or any(p.startswith("._") for p in parts):
             return None
         target = self.root.joinpath(*parts)
-        if not target.resolve().is_relative_to(self.root.resolve()):
+        # member_parts already refused every way out; this also catches a link on the
+        # way, although no member can make one (links are refused, never created).
+        if not target.resolve().is_relative_to(self.resolved_root):
             raise InvalidInputError(f"archive member {quote(name)} escapes the dataset folder")
         return target
 
     def directory(self, name: str) -> None:
-        """A folder member: counted and checked, but created only when a file needs it."""
+        """A folder member: counted and its name checked, but nothing is created (a folder
+        appears when a file needs it), so folders cost no inodes and no file-system calls."""
         self._count()
-        self._target(name)
+        member_parts(name)
 
     def file(self, name: str, source: IO[bytes], declared: int) -> None:
         self._count()
