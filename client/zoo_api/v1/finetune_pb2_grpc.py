@@ -78,7 +78,7 @@ class FineTuneServiceServicer:
         """Client-streaming. The first message carries the header (format, sha256 of the
         whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
         format, sha256 or size mismatch, an archive member escaping its folder, too many
-        files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+        members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
         failed or interrupted upload leaves no dataset behind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -111,7 +111,7 @@ class FineTuneServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Unary. Newest first.
+        """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,7 +35,7 @@ class FineTuneServiceStub:
     """Client-streaming. The first message carries the header (format, sha256 of the
     whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
     format, sha256 or size mismatch, an archive member escaping its folder, too many
-    files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+    members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
     failed or interrupted upload leaves no dataset behind.
     """
     DeleteDataset: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]
@@ -51,7 +51,7 @@ class FineTuneServiceStub:
     GetJob: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.GetJobRequest, _finetune_pb2.Job]
     """Unary. NOT_FOUND for unknown ids."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.ListJobsRequest, _finetune_pb2.ListJobsResponse]
-    """Unary. Newest first."""
+    """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.CancelJobRequest, _finetune_pb2.Job]
     """Unary. Stops a queued or running job cleanly; cancelling a finished job is
     FAILED_PRECONDITION. NOT_FOUND for unknown ids.
@@ -68,7 +68,7 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     """Client-streaming. The first message carries the header (format, sha256 of the
     whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
     format, sha256 or size mismatch, an archive member escaping its folder, too many
-    files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+    members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
     failed or interrupted upload leaves no dataset behind.
     """
     DeleteDataset: _aio.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
@@ -84,7 +84,7 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     GetJob: _aio.UnaryUnaryMultiCallable[_finetune_pb2.GetJobRequest, _finetune_pb2.Job]  # type: ignore[assignment]
     """Unary. NOT_FOUND for unknown ids."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_finetune_pb2.ListJobsRequest, _finetune_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Unary. Newest first."""
+    """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_finetune_pb2.CancelJobRequest, _finetune_pb2.Job]  # type: ignore[assignment]
     """Unary. Stops a queued or running job cleanly; cancelling a finished job is
     FAILED_PRECONDITION. NOT_FOUND for unknown ids.
@@ -104,7 +104,7 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         """Client-streaming. The first message carries the header (format, sha256 of the
         whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
         format, sha256 or size mismatch, an archive member escaping its folder, too many
-        files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+        members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
         failed or interrupted upload leaves no dataset behind.
         """
 
@@ -144,7 +144,7 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _finetune_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_finetune_pb2.ListJobsResponse, _abc.Awaitable[_finetune_pb2.ListJobsResponse]]:
-        """Unary. Newest first."""
+        """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define."""
 
     @_abc_1.abstractmethod
     def CancelJob(
