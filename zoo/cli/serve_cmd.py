@@ -71,18 +71,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "batch_threads",
-                "memory_budget_mb", "decode_threads", "intra_op_threads", "inter_op_threads",
-                "rpc_threads", "max_message_mb", "max_image_pixels", "max_upload_mb",
-                "max_extract_mb", "max_extract_files", "dataset_retention_days", "max_jobs",
-                "token", "insecure", "tls_cert", "tls_key", "metrics_port", "metrics_host",
-                "grace_s", "log_level")
-
-
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from zoo_server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 
-    overrides = {name: getattr(args, name) for name in CONFIG_FLAGS}
+    # Every ServerConfig field that has a flag (its dest is the field's name); the rest
+    # come from the environment or their defaults.
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(ServerConfig)}
     if args.preload:
         overrides["preload"] = tuple(args.preload)
     config = ServerConfig.from_env(**overrides)
