@@ -74,7 +74,7 @@ def upload(store: DatasetStore, data: bytes, fmt: str = IMAGE_TAR) -> dict:
 
 def leftovers(store: DatasetStore) -> list[str]:
     """Everything under the home besides the database and published datasets."""
-    known = {row_id for row_id in store.db.dataset_ids()}
+    known = store.db.dataset_ids()
     found = []
     for path in store.home.rglob("*"):
         rel = path.relative_to(store.home)
@@ -225,7 +225,7 @@ def test_datasets_unused_for_the_retention_period_expire(home, db):
     assert make_store(home, db, retention_days=0).expire(now + 1000 * day) == []
 
 
-def test_retention_setting(monkeypatch):
+def test_retention_setting():
     assert ServerConfig().dataset_retention_days == 0
     config = ServerConfig.from_env({"ZOO_SERVE_DATASET_RETENTION_DAYS": "7.5"})
     assert config.dataset_retention_days == 7.5
