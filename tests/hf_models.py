@@ -6,11 +6,13 @@ Each is what `transformers` saves for the real checkpoint, shrunk: `config.json`
 google-bert/bert-base-uncased, the MLM heads that keras-hub ignores), `vocab.txt`,
 `tokenizer_config.json` and a `tokenizer.json`. Served from the local Hub under the
 manifest's repo ids, they prove the fetch-convert-load path of the registry's BERT and
-DistilBERT entries without their 440 MB and 270 MB of weights.
+DistilBERT entries without their 440 MB and 270 MB of weights. The manifest pins the real
+commits and hashes, so `pinned_manifest` writes a copy pinned to the tiny snapshots.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -189,3 +191,22 @@ def write_snapshot(kind: str, folder: Path, seed: int = 0) -> dict[str, Path]:
     )
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json()))
     return {p.name: p for p in folder.iterdir()}
+
+
+def pinned_manifest(path: Path, snapshots: dict[str, tuple[str, dict[str, Path]]]) -> Path:
+    """A copy of the weights manifest whose entries for `snapshots` (model name -> (commit,
+    repo path -> file)) pin that commit and those files' sizes and sha256, as the real
+    entries pin the real ones. Point ZOO_MANIFEST at it."""
+    from zoo.hub.manifest import load_manifest
+
+    data = json.loads(load_manifest().path.read_text(encoding="utf-8"))
+    for name, (commit, files) in snapshots.items():
+        entry = data["models"][name]
+        entry["revision"] = commit
+        entry["files"] = {
+            repo_path: {"size": file.stat().st_size,
+                        "hash": "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()}
+            for repo_path, file in files.items()
+        }
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    return path

@@ -30,7 +30,7 @@ def hub(monkeypatch: pytest.MonkeyPatch):
     folder = package_dir()
     with HubServer() as server:
         files = {f: folder / f for f in ENTRY.files}
-        server.add_repo(REPO, files)
+        server.add_repo(REPO, files, revision_sha=ENTRY.revision)  # the commit the manifest pins
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
@@ -80,7 +80,8 @@ def test_offline_without_cache_names_the_file(hub, monkeypatch) -> None:
 def test_private_repo_needs_hf_token(monkeypatch) -> None:
     folder = package_dir()
     with HubServer() as server:
-        server.add_repo(REPO, {f: folder / f for f in ENTRY.files}, token="s3cret")
+        server.add_repo(REPO, {f: folder / f for f in ENTRY.files}, token="s3cret",
+                        revision_sha=ENTRY.revision)
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         with pytest.raises(zoo.WeightsNotFoundError):
             zoo.fetch_weights(MODEL, source="hub")

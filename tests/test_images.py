@@ -1,4 +1,5 @@
-"""Image decoding: every format, EXIF orientation, colour modes, and decompression bombs."""
+"""Image decoding: every format, EXIF orientation, colour modes, decompression bombs, and
+the formats that are refused."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image
 from skimage import data
 
 from zoo.errors import InvalidInputError
-from zoo.vision.images import decode
+from zoo.vision.images import FORMATS, IMAGE_SUFFIXES, decode
 
 PHOTO = data.chelsea()  # a real photograph, 300 x 451
 
@@ -45,6 +46,28 @@ def test_grey_palette_and_alpha_become_rgb(tmp_path: Path) -> None:
     assert (decode(encoded(Image.fromarray(rgba), "PNG")) == 255).all()  # on white, not black
     palette = Image.fromarray(PHOTO).convert("P")
     assert decode(encoded(palette, "GIF")).shape == (300, 451, 3)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PPM", "EPS", "ICO", "TGA", "PCX", "SGI", "DDS"])
+def test_formats_outside_the_documented_five_are_refused(fmt: str, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    from PIL import EpsImagePlugin
+
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("Pillow reached Ghostscript")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    data_ = encoded(Image.fromarray(PHOTO[:32, :32]), fmt)
+    path = tmp_path / f"photo.{fmt.lower()}"
+    path.write_bytes(data_)
+    for source in (data_, path, io.BytesIO(data_)):
+        with pytest.raises(InvalidInputError, match="not a readable image.*TIFF, PPM or EPS"):
+            decode(source)
+
+
+def test_one_list_of_formats() -> None:
+    assert set(FORMATS) == {"JPEG", "PNG", "BMP", "GIF", "WEBP"}
+    assert IMAGE_SUFFIXES == {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
 def test_bad_inputs_are_invalid_input(tmp_path: Path) -> None:

@@ -31,6 +31,15 @@ def broken(mutate) -> dict:
         (lambda d: d["models"]["vgg16"]["files"]["top"].update(filename="../../etc/passwd"), r"vgg16.*unsafe"),
         (lambda d: d["models"]["resnet50"].update(source="ftp"), r"resnet50.*unknown source"),
         (lambda d: d["models"]["minilm_l6_v2"].pop("repo_id"), r"minilm_l6_v2.*repo_id"),
+        (lambda d: d["models"]["bert_base_uncased"].update(revision="main"),
+         r"bert_base_uncased.*revision 'main' is not a commit"),
+        (lambda d: d["models"]["distilbert_base_uncased"].update(revision="12040acc"),
+         r"distilbert_base_uncased.*not a commit"),
+        (lambda d: d["models"]["bert_base_uncased"]["files"]["vocab.txt"].update(hash=None),
+         r"bert_base_uncased' file 'vocab.txt'.*sha256"),
+        (lambda d: d["models"]["minilm_l6_v2"]["files"]["config.json"].update(
+            hash="md5:" + "0" * 32),
+         r"minilm_l6_v2' file 'config.json'.*sha256"),
         (lambda d: d.update(format_version=7), r"format_version"),
     ],
 )
@@ -57,3 +66,21 @@ def test_manifest_file_round_trips_through_the_generator_format() -> None:
     assert str(vgg.checksum) == "md5:64373286793e3c8b2b4e3219cbf3544b"
     assert manifest.model("mobilenet_v2").files["top"].checksum is None
     assert manifest.asset("imagenet_class_index").checksum is not None
+
+
+@pytest.mark.parametrize("name", ["bert_base_uncased", "distilbert_base_uncased", "minilm_l6_v2"])
+def test_hub_models_are_pinned_to_a_commit_and_every_file_hash(name: str) -> None:
+    entry = load_manifest().model(name)
+    assert entry.revision is not None and len(entry.revision) == 40
+    for file in entry.files.values():
+        assert file.checksum is not None and file.checksum.algorithm == "sha256"
+        assert file.size is not None and file.size > 0
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= set(entry.files)
+
+
+def test_bert_and_minilm_share_their_vocabulary_bytes() -> None:
+    """A cross-check of the hand-recorded pins: bert-base-uncased's vocab.txt is the same
+    file as MiniLM's, whose hash comes from the installed package."""
+    files = {name: load_manifest().model(name).files["vocab.txt"]
+             for name in ("bert_base_uncased", "distilbert_base_uncased", "minilm_l6_v2")}
+    assert len({(f.size, str(f.checksum)) for f in files.values()}) == 1

@@ -3,6 +3,7 @@ stubs, every ModelService and InferenceService RPC, their errors, and concurrenc
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +113,12 @@ def test_get_model_has_labels_and_cache_state(stubs):
     assert error.code() == grpc.StatusCode.NOT_FOUND and "resnet5" in error.details()
 
 
+def test_fetch_model_says_paths_relative_to_the_home(stubs):
+    messages = list(stubs.models.FetchModel(models_pb2.FetchModelRequest(model=spec(), no_top=True)))
+    assert not os.path.isabs(messages[-1].path), messages[-1].path
+    assert messages[-1].path.startswith("keras/") and messages[-1].path.endswith(".h5")
+
+
 def test_fetch_model_streams_progress_then_done(stubs):
     messages = list(stubs.models.FetchModel(models_pb2.FetchModelRequest(model=spec(), no_top=True)))
     assert messages[-1].done and messages[-1].path.endswith(".h5")
@@ -176,6 +183,8 @@ def test_classify_matches_the_library(served, stubs, monkeypatch):
         ("empty batch", grpc.StatusCode.INVALID_ARGUMENT, "non-empty"),
         ("empty image", grpc.StatusCode.INVALID_ARGUMENT, r"images\[1\] is empty"),
         ("corrupt image", grpc.StatusCode.INVALID_ARGUMENT, r"images\[1\]: not a readable image"),
+        ("TIFF image", grpc.StatusCode.INVALID_ARGUMENT, r"images\[0\]: not a readable image"),
+        ("EPS image", grpc.StatusCode.INVALID_ARGUMENT, r"images\[0\]: .*TIFF, PPM or EPS"),
         ("truncated image", grpc.StatusCode.INVALID_ARGUMENT, r"images\[1\]"),
         ("20000x20000 image", grpc.StatusCode.INVALID_ARGUMENT, "over the limit"),
         ("over the pixel limit", grpc.StatusCode.INVALID_ARGUMENT, "over the limit"),
@@ -194,6 +203,8 @@ def test_classify_errors_leave_the_server_answering(stubs, case, code, message):
         "empty batch": dict(images=[]),
         "empty image": dict(images=[good, b""]),
         "corrupt image": dict(images=[good, b"this is not an image"]),
+        "TIFF image": dict(images=[encode(np.zeros((64, 64, 3), np.uint8), "TIFF")]),
+        "EPS image": dict(images=[encode(np.zeros((64, 64, 3), np.uint8), "EPS")]),
         "truncated image": dict(images=[good, png[: len(png) // 2]]),
         "20000x20000 image": dict(images=[huge_png_header()]),
         "over the pixel limit": dict(images=[encode(np.zeros((2100, 2000, 3), np.uint8))]),

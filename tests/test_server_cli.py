@@ -80,8 +80,11 @@ def test_serve_with_tls_and_a_token_then_stop_on_sigterm(tmp_path):
 
 def test_serve_refuses_bad_settings_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "ZOO_HOME": str(tmp_path)}
+    env.pop("ZOO_TOKEN", None)
     for args, message in [(["--tls-cert", "x.pem"], "TLS needs both"),
-                          (["--max-batch-size", "0"], "max_batch_size must be at least 1")]:
+                          (["--max-batch-size", "0"], "max_batch_size must be at least 1"),
+                          (["--host", "0.0.0.0"], "set ZOO_TOKEN (or --token), or pass --insecure"),
+                          (["--dataset-retention-days", "-1"], "dataset_retention_days")]:
         run = subprocess.run([sys.executable, "-m", "zoo.cli.main", "serve", *args],
                              capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 1 and message in run.stderr

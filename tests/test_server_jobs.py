@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.archives import folders_tar, folders_zip, metadata_bomb, tar_bytes, valid_members
 from tests.conftest import TINY
 from tests.digits import write_digits
 from tests.serving import (
@@ -168,7 +169,10 @@ def bomb_zip() -> bytes:
         ("tar hardlink", grpc.StatusCode.INVALID_ARGUMENT, "link"),
         ("tar device", grpc.StatusCode.INVALID_ARGUMENT, "device"),
         ("zip bomb", grpc.StatusCode.INVALID_ARGUMENT, "zip bomb"),
-        ("too many files", grpc.StatusCode.INVALID_ARGUMENT, "more than 300 files"),
+        ("too many files", grpc.StatusCode.INVALID_ARGUMENT, "more than 300 members"),
+        ("tar of folders", grpc.StatusCode.INVALID_ARGUMENT, "more than 300 members"),
+        ("zip of folders", grpc.StatusCode.INVALID_ARGUMENT, "more than 300 members"),
+        ("300 MiB long name", grpc.StatusCode.INVALID_ARGUMENT, "314,572,800-byte long-name"),
         ("not a zip", grpc.StatusCode.INVALID_ARGUMENT, "not a readable zip"),
         ("one class", grpc.StatusCode.INVALID_ARGUMENT, "at least 2"),
         ("csv without label", grpc.StatusCode.INVALID_ARGUMENT, "text,label"),
@@ -192,6 +196,10 @@ def test_bad_uploads_are_refused_and_leave_nothing(served, case, code, message):
         "tar device": (tar_with("device"), IMAGE_TAR, {}),
         "zip bomb": (bomb_zip(), IMAGE_ZIP, {}),
         "too many files": (many_files_zip(400), IMAGE_ZIP, {}),
+        "tar of folders": (folders_tar(300), IMAGE_TAR, {}),
+        "zip of folders": (folders_zip(300), IMAGE_ZIP, {}),
+        "300 MiB long name": (metadata_bomb(root / "bomb.tar.gz", 300 * 2**20).read_bytes(),
+                              IMAGE_TAR, {}),
         "not a zip": (b"PK but not really a zip file", IMAGE_ZIP, {}),
         "one class": (zip_folder(write_digits(root / "one", classes=(1,), per_class=3)),
                       IMAGE_ZIP, {}),
@@ -204,6 +212,7 @@ def test_bad_uploads_are_refused_and_leave_nothing(served, case, code, message):
     error = rpc_error(stubs.finetune.UploadDataset, iter(requests))
     assert error.code() == code, error.details()
     assert re.search(message, error.details()), error.details()
+    assert len(error.details()) < 1000 and str(server.home) not in error.details()
     assert set(leftovers(server.home)) == before
     assert not (server.home / "evil.png").exists() and not (server.home.parent / "evil.png").exists()
 
@@ -243,6 +252,7 @@ def test_create_job_errors(served, dataset_id):
         (dict(base=spec("resnet5")), grpc.StatusCode.NOT_FOUND, "resnet5"),
         (dict(dataset_id="ds_0000000000000000"), grpc.StatusCode.NOT_FOUND, "no dataset"),
         (dict(dataset_id="../../etc"), grpc.StatusCode.NOT_FOUND, "no dataset"),
+        (dict(dataset_id="d" * 2**20), grpc.StatusCode.NOT_FOUND, "(1,048,576 characters)"),
         (dict(output_name="../escape"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid model name"),
         (dict(output_name="a/b"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid model name"),
         (dict(output_name=""), grpc.StatusCode.INVALID_ARGUMENT, "output_name"),
@@ -266,7 +276,8 @@ def test_create_job_errors(served, dataset_id):
             else:
                 getattr(request, key).CopyFrom(value)
         error = rpc_error(stubs.finetune.CreateJob, request)
-        assert error.code() == code and message in error.details(), (change, error.details())
+        assert error.code() == code and message in error.details(), (change, error.details()[:300])
+        assert len(error.details()) < 1000
     for call, request in [
         (stubs.finetune.GetJob, finetune_pb2.GetJobRequest(job_id="job_0000000000000000")),
         (stubs.finetune.GetJob, finetune_pb2.GetJobRequest(job_id="no-such-job")),
@@ -274,6 +285,41 @@ def test_create_job_errors(served, dataset_id):
         (stubs.finetune.WatchJob, finetune_pb2.WatchJobRequest(job_id="nope")),
     ]:
         assert rpc_error(call, request).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_delete_dataset_over_grpc_and_the_client(served):
+    from zoo_client import ZooClient
+    from zoo_client.errors import ModelNotFound
+
+    server, stubs = served[0], served[1]
+    data = tar_bytes(valid_members(5))
+    uploaded = stubs.finetune.UploadDataset(iter(upload_requests(data, IMAGE_TAR)))
+    folder = server.home / "datasets" / uploaded.dataset_id
+    assert folder.is_dir()
+    deleted = stubs.finetune.DeleteDataset(
+        finetune_pb2.DeleteDatasetRequest(dataset_id=uploaded.dataset_id))
+    assert deleted.dataset_id == uploaded.dataset_id and deleted.size == len(data)
+    assert not folder.exists()
+    for dataset_id in (uploaded.dataset_id, "ds_0000000000000000", "x" * 2**20):
+        error = rpc_error(stubs.finetune.DeleteDataset,
+                          finetune_pb2.DeleteDatasetRequest(dataset_id=dataset_id))
+        assert error.code() == grpc.StatusCode.NOT_FOUND and len(error.details()) < 1000
+    error = rpc_error(stubs.finetune.CreateJob, finetune_pb2.CreateJobRequest(
+        base=spec(), dataset_id=uploaded.dataset_id, output_name="gone"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    again = stubs.finetune.UploadDataset(iter(upload_requests(data, IMAGE_TAR)))
+    with ZooClient(server.target) as client:
+        assert client.delete_dataset(again.dataset_id) == len(data)
+        with pytest.raises(ModelNotFound):
+            client.delete_dataset(again.dataset_id)
+
+
+def test_list_jobs_with_an_undefined_state_is_invalid_argument(served):
+    stubs = served[1]
+    for state in (77, -1):
+        error = rpc_error(stubs.finetune.ListJobs, finetune_pb2.ListJobsRequest(state=state))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert f"state {state} is not a job state" in error.details()
 
 
 def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id, monkeypatch):

@@ -19,7 +19,7 @@ import pytest
 
 import zoo
 from tests.conftest import ROOT, zoo_cli_env
-from tests.hf_models import VOCAB, write_snapshot
+from tests.hf_models import VOCAB, pinned_manifest, write_snapshot
 from tests.servers.hub import HubServer
 from zoo.cli.main import main
 from zoo.hub.manifest import load_manifest
@@ -308,10 +308,13 @@ def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
 @pytest.fixture()
 def tiny_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with HubServer() as server:
+        pins = {}
         for name, kind in (("bert_base_uncased", "bert"), ("distilbert_base_uncased", "distilbert")):
             repo = load_manifest().model(name).repo_id
             assert repo is not None
-            server.add_repo(repo, write_snapshot(kind, tmp_path / kind))
+            files = write_snapshot(kind, tmp_path / kind)
+            pins[name] = (server.add_repo(repo, files), files)
+        monkeypatch.setenv("ZOO_MANIFEST", str(pinned_manifest(tmp_path / "manifest.json", pins)))
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
     for name in ("bert_base_uncased", "distilbert_base_uncased"):

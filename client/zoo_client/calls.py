@@ -125,6 +125,15 @@ def cancel_job(job_id: str) -> Call:
                 types.job, True)
 
 
+def delete_dataset(dataset_id: str) -> Call:
+    if not dataset_id:
+        raise InvalidInput("a dataset id is required (UploadDataset returns one)")
+    # Not retried: a retry after a lost answer would report NOT_FOUND for a deleted dataset.
+    return Call("finetune", "DeleteDataset",
+                finetune_pb2.DeleteDatasetRequest(dataset_id=dataset_id), lambda r: int(r.size),
+                False)
+
+
 def upload_response(r: finetune_pb2.UploadDatasetResponse) -> types.Dataset:
     return types.Dataset(r.dataset_id, r.size, r.examples, tuple(r.classes))
 

@@ -170,6 +170,11 @@ class ZooClient:
                 raise from_rpc_error(e) from e
         return calls.upload_response(response)
 
+    def delete_dataset(self, dataset_id: str) -> int:
+        """Delete an uploaded dataset; returns the bytes its upload took. FailedPrecondition
+        while a queued or running job uses it; ModelNotFound (NOT_FOUND) for unknown ids."""
+        return self._run(calls.delete_dataset(dataset_id))  # type: ignore[no-any-return]
+
     def finetune(self, base: str, dataset: str | Path, *, name: str | None = None,
                  **hyperparameters: Any) -> types.Job:
         """Start a fine-tune job. `dataset` is a dataset id, or a path to upload first."""

@@ -28,7 +28,7 @@ def flag_of(f: Any) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 "
-                                       "for all)")
+                                       "for all, which needs a token or --insecure)")
     parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}; 0: any free "
                                                  "port)")
     parser.add_argument("--home", type=Path, help="cache, model store, datasets, jobs and "
@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if value_type(f.name) is tuple:
             group.add_argument(flag_of(f), dest=f.name, nargs="+", action="extend",
                                metavar="NAME", help=help_line)
+        elif value_type(f.name) is bool:
+            group.add_argument(flag_of(f), dest=f.name, action="store_const", const=True,
+                               default=None, help=f"{f.metadata['help']} (env {env_name(f)})")
         else:
             group.add_argument(flag_of(f), dest=f.name, choices=f.metadata.get("choices"),
                                type=_typed(f.name, flag_of(f)), help=help_line)
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                                                         or DEFAULT_PORT)
     from zoo_server.server import address_of, check_free, serve
 
-    check_free(address_of(host, port))  # bad settings and a taken port fail before TF loads
+    config.check_exposure(host)  # bad settings and a taken port fail before TF loads
+    check_free(address_of(host, port))
     from zoo.quiet import import_tensorflow
 
     import_tensorflow()

@@ -10,6 +10,7 @@ Every setting has an environment variable, `ZOO_SERVE_<NAME>` (e.g.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -24,6 +25,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 INFERENCE, LIMITS, JOBS = "inference", "limits", "fine-tune jobs"
 OPERATIONS = "security and operations"
@@ -69,7 +71,11 @@ class ServerConfig:
                                                          "image header before decoding", LIMITS)
     max_upload_mb: int = _setting(2048, "one dataset upload", LIMITS)
     max_extract_mb: int = _setting(8192, "an archive's total uncompressed size", LIMITS)
-    max_extract_files: int = _setting(200_000, "files in one archive", LIMITS)
+    max_extract_files: int = _setting(200_000, "members (files and folders) in one archive",
+                                      LIMITS)
+    dataset_retention_days: float = _setting(0.0, "delete uploaded datasets no job has used for "
+                                                  "this many days, checked at start and hourly; "
+                                                  "0: keep them until DeleteDataset", LIMITS)
     max_concurrent_rpcs: int = _setting(1024, "RPCs in progress; past it RESOURCE_EXHAUSTED",
                                         LIMITS)
     # Fine-tune jobs.
@@ -82,6 +88,8 @@ class ServerConfig:
     token: str | None = _setting(None, "require 'authorization: Bearer TOKEN' (health stays "
                                        "open); prefer $ZOO_TOKEN, which ps does not show",
                                  OPERATIONS, env="ZOO_TOKEN", secret=True)
+    insecure: bool = _setting(False, "serve on a non-loopback --host without a token (only on "
+                                     "a network you trust)", OPERATIONS)
     tls_cert: Path | None = _setting(None, "PEM certificate chain (with --tls-key)", OPERATIONS)
     tls_key: Path | None = _setting(None, "PEM private key", OPERATIONS)
     metrics_port: int | None = _setting(None, "serve Prometheus /metrics on this port (0: any "
@@ -107,6 +115,8 @@ class ServerConfig:
             (self.max_extract_mb >= 1, "max_extract_mb must be at least 1"),
             (self.max_extract_files >= 1, "max_extract_files must be at least 1"),
             (self.max_concurrent_rpcs >= 1, "max_concurrent_rpcs must be at least 1"),
+            (self.dataset_retention_days >= 0,
+             "dataset_retention_days must be 0 (keep datasets) or more"),
             (self.max_jobs >= 0, "max_jobs must be 0 (no training) or more"),
             (self.job_stop_s > 0, "job_stop_s must be positive"),
             (self.rpc_threads >= 1, "rpc_threads must be at least 1"),
@@ -119,6 +129,17 @@ class ServerConfig:
         for ok, message in checks:
             if not ok:
                 raise InvalidInputError(message)
+
+    def check_exposure(self, host: str) -> None:
+        """Refuse to listen beyond this machine without a token, unless `insecure` says the
+        operator means it: anyone who can reach the port could otherwise run jobs, fill
+        the disk with uploads and read every model."""
+        if self.token or self.insecure or is_loopback(host):
+            return
+        raise InvalidInputError(
+            f"refusing to serve on {host} without a token: anyone who can reach it could use "
+            "the server; set ZOO_TOKEN (or --token), or pass --insecure if this network is "
+            "trusted")
 
     @property
     def max_message_bytes(self) -> int:
@@ -158,6 +179,18 @@ class ServerConfig:
         return cls(**values)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) only listens on
+    this machine. Unknown names count as not loopback."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def settings() -> list[dataclasses.Field[Any]]:
     return list(dataclasses.fields(ServerConfig))
 
@@ -180,6 +213,10 @@ def parse(name: str, raw: str, where: str) -> Any:
     kind = value_type(name)
     if kind is tuple:
         return tuple(n for n in raw.replace(",", " ").split() if n)
+    if kind is bool:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise InvalidInputError(f"{where}={raw!r} is not 1/0, true/false, yes/no or on/off")
+        return raw.lower() in _TRUE
     try:
         return kind(raw) if kind in (int, float) else Path(raw).expanduser() if kind is Path else raw
     except ValueError:

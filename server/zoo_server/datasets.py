@@ -6,9 +6,21 @@
 
 Archives are extracted member by member, never with `extractall`: absolute paths, `..`,
 symlinks, hard links, devices and FIFOs are refused (the whole upload fails), and the
-number of files and the bytes actually written are capped, so neither a path trick nor a
-zip/tar bomb gets out. Any failure, or the client going away, removes the temporary file
-and folder: no half dataset is ever visible.
+number of members (files and folders alike) and the bytes actually written are capped, so
+neither a path trick nor a zip/tar bomb gets out. Folders are never created for their own
+sake, only as the parents of files, so an archive of empty folders costs no inodes. Any
+failure, or the client going away, removes the temporary file and folder: no half dataset
+is ever visible.
+
+Archive metadata is bounded before it is read. `tarfile` reads a GNU long-name or pax
+record whole, at whatever size its header claims (300 MiB from a 300 KB tar.gz), so tar
+headers go through `_BoundedTarInfo`, which refuses such records over `MAX_TAR_METADATA`
+and counts them; a zip's central directory is walked (`count_zip_members`) before
+`zipfile` builds an object for every entry.
+
+Datasets are deleted on request (`DatasetStore.delete`, refused while a queued or running
+job uses one) and, with a retention period, when no job has used them for that long
+(`DatasetStore.expire`, at start and every hour).
 """
 
 from __future__ import annotations
@@ -22,7 +34,9 @@ import re
 import secrets
 import shutil
 import stat
+import struct
 import tarfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -31,10 +45,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from zoo.errors import InvalidInputError
-from zoo.vision.images import is_image_file
+from zoo.vision.images import IMAGE_SUFFIXES, is_image_file
 from zoo_server.db import Database, now_ms
-from zoo_server.errors import UploadTooLargeError
-from zoo_server.names import new_dataset_id
+from zoo_server.errors import JobStateError, NotFoundError, UploadTooLargeError, quote
+from zoo_server.logs import log_event
+from zoo_server.names import DATASET_ID, new_dataset_id
 
 IMAGE_ZIP, IMAGE_TAR, TEXT_CSV, TEXT_JSONL = "IMAGE_ZIP", "IMAGE_TAR", "TEXT_CSV", "TEXT_JSONL"
 FORMATS = (IMAGE_ZIP, IMAGE_TAR, TEXT_CSV, TEXT_JSONL)
@@ -42,6 +57,12 @@ IMAGE_FORMATS = (IMAGE_ZIP, IMAGE_TAR)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COPY_CHUNK = 1 << 20
 _IGNORED = ("__MACOSX",)  # resource-fork folders some zip tools add
+# A GNU long-name/long-link or pax record holds a member's long name and attributes: a few
+# KiB in any real archive (PATH_MAX is 4 KiB). Larger ones are refused unread.
+MAX_TAR_METADATA = 64 * 1024
+_NAME_MAX = 255  # bytes of one file or folder name on Linux file systems
+EXPIRY_INTERVAL_S = 3600.0
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -62,7 +83,7 @@ class Header:
 def check_header(header: Header, limits: Limits) -> None:
     if header.format not in FORMATS:
         raise InvalidInputError(
-            f"dataset format {header.format!r} is not one of {', '.join(FORMATS)}")
+            f"dataset format {quote(header.format)} is not one of {', '.join(FORMATS)}")
     if not _SHA256.fullmatch(header.sha256):
         raise InvalidInputError("header.sha256 must be the 64-character lower-case hex sha256 "
                                 "of the whole upload")
@@ -109,51 +130,65 @@ def member_parts(name: str) -> list[str]:
     """The path components of an archive member, or InvalidInputError if it could escape."""
     clean = name.replace("\\", "/")
     if "\0" in clean:
-        raise InvalidInputError(f"archive member {name!r} has a NUL byte in its name")
+        raise InvalidInputError(f"archive member {quote(name)} has a NUL byte in its name")
     if clean.startswith("/") or re.match(r"[A-Za-z]:", clean):
         raise InvalidInputError(
-            f"archive member {name!r} has an absolute path; members must be relative")
+            f"archive member {quote(name)} has an absolute path; members must be relative")
     parts = [p for p in clean.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise InvalidInputError(f"archive member {name!r} escapes the dataset folder ('..')")
+        raise InvalidInputError(f"archive member {quote(name)} escapes the dataset folder ('..')")
+    if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
+        raise InvalidInputError(f"archive member {quote(name)} has a file or folder name longer "
+                                f"than {_NAME_MAX} bytes")
     return parts
 
 
+def _too_many(limit: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"the archive has more than {limit:,} members (files and folders; the server's "
+        "limit, --max-extract-files)")
+
+
 class _Extractor:
-    """Writes members under `root`, counting files and bytes against the limits."""
+    """Writes members under `root`, counting members and bytes against the limits."""
 
     def __init__(self, root: Path, limits: Limits):
         self.root, self.limits = root, limits
-        self.files = 0
+        self.resolved_root = root.resolve()
+        self.members = 0
         self.bytes = 0
+
+    def _count(self) -> None:
+        self.members += 1
+        if self.members > self.limits.max_files:
+            raise _too_many(self.limits.max_files)
 
     def _target(self, name: str) -> Path | None:
         parts = member_parts(name)
         if not parts or parts[0] in _IGNORED or any(p.startswith("._") for p in parts):
             return None
         target = self.root.joinpath(*parts)
-        if not target.resolve().is_relative_to(self.root.resolve()):
-            raise InvalidInputError(f"archive member {name!r} escapes the dataset folder")
+        # member_parts already refused every way out; this also catches a link on the
+        # way, although no member can make one (links are refused, never created).
+        if not target.resolve().is_relative_to(self.resolved_root):
+            raise InvalidInputError(f"archive member {quote(name)} escapes the dataset folder")
         return target
 
     def directory(self, name: str) -> None:
-        target = self._target(name)
-        if target is not None:
-            target.mkdir(parents=True, exist_ok=True)
+        """A folder member: counted and its name checked, but nothing is created (a folder
+        appears when a file needs it), so folders cost no inodes and no file-system calls."""
+        self._count()
+        member_parts(name)
 
     def file(self, name: str, source: IO[bytes], declared: int) -> None:
+        self._count()
         target = self._target(name)
         if target is None:
             return
-        self.files += 1
-        if self.files > self.limits.max_files:
-            raise InvalidInputError(
-                f"the archive has more than {self.limits.max_files:,} files (the server's "
-                "limit, --max-extract-files)")
         self._check_bytes(self.bytes + max(declared, 0))
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
-            raise InvalidInputError(f"archive member {name!r} is both a folder and a file")
+            raise InvalidInputError(f"archive member {quote(name)} is both a folder and a file")
         with open(target, "wb") as out:
             while chunk := source.read(_COPY_CHUNK):
                 self.bytes += len(chunk)
@@ -167,25 +202,64 @@ class _Extractor:
                 "server's limit, --max-extract-mb); refusing it (a zip bomb?)")
 
 
+# zipfile's end-record reader and record layouts: not public, but stable since Python 2.6.
+_ZIP: Any = zipfile
+_CENTRAL_DIR = struct.Struct(_ZIP.structCentralDir)
+
+
+def count_zip_members(archive: Path, limit: int) -> int:
+    """The number of entries in a zip's central directory, walked record by record, so
+    that an archive of millions of tiny entries is refused before `zipfile` builds an
+    object for each. The walk follows zipfile's own (where the directory starts, how an
+    entry's length is read), so the two agree on what the members are."""
+    with open(archive, "rb") as f:
+        end = _ZIP._EndRecData(f)
+        if end is None:
+            raise zipfile.BadZipFile("no end of central directory record")
+        size = end[_ZIP._ECD_SIZE]
+        start = end[_ZIP._ECD_LOCATION] - size
+        if end[_ZIP._ECD_SIGNATURE] == _ZIP.stringEndArchive64:
+            start -= _ZIP.sizeEndCentDir64 + _ZIP.sizeEndCentDir64Locator
+        if start < 0:
+            raise zipfile.BadZipFile("the central directory starts before the file")
+        f.seek(start)
+        count = done = 0
+        while done < size:
+            record = f.read(_CENTRAL_DIR.size)
+            if len(record) != _CENTRAL_DIR.size or record[:4] != _ZIP.stringCentralDir:
+                raise zipfile.BadZipFile("bad central directory entry")
+            fields = _CENTRAL_DIR.unpack(record)
+            extra = fields[12] + fields[13] + fields[14]  # name, extra field, comment lengths
+            f.seek(extra, os.SEEK_CUR)
+            done += _CENTRAL_DIR.size + extra
+            count += 1
+            if count > limit:
+                raise _too_many(limit)
+    return count
+
+
 def extract_zip(archive: Path, root: Path, limits: Limits) -> None:
     out = _Extractor(root, limits)
     try:
+        count_zip_members(archive, limits.max_files)
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
-            if len(members) > limits.max_files * 2:
-                raise InvalidInputError(f"the archive has {len(members):,} members, over the "
-                                        f"limit of {limits.max_files:,} files")
+            if len(members) > limits.max_files:
+                raise _too_many(limits.max_files)
             declared = sum(m.file_size for m in members)
             out._check_bytes(declared)
             for info in members:
+                if not info.filename:  # zipfile cuts names at a NUL byte
+                    raise InvalidInputError("the archive has a member with an empty name")
                 mode = info.external_attr >> 16
                 kind = stat.S_IFMT(mode)
                 if kind == stat.S_IFLNK:
                     raise InvalidInputError(
-                        f"archive member {info.filename!r} is a symbolic link; links are refused")
+                        f"archive member {quote(info.filename)} is a symbolic link; links are "
+                        "refused")
                 if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                     raise InvalidInputError(
-                        f"archive member {info.filename!r} is not a regular file or folder")
+                        f"archive member {quote(info.filename)} is not a regular file or folder")
                 if info.is_dir():
                     out.directory(info.filename)
                     continue
@@ -194,32 +268,84 @@ def extract_zip(archive: Path, root: Path, limits: Limits) -> None:
     except InvalidInputError:
         raise
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError,
-            ValueError, OSError) as e:
-        raise InvalidInputError(f"the upload is not a readable zip archive: {e}") from None
+            ValueError, OSError, struct.error) as e:
+        raise InvalidInputError(
+            f"the upload is not a readable zip archive: {quote(e, 300)}") from None
+
+
+_TAR_METADATA = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                 tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses, before anything after it is read, the records `tarfile`
+    would read whole whatever their size: GNU long names and links and pax headers over
+    MAX_TAR_METADATA bytes, and GNU sparse files (whose maps come in any number of extra
+    blocks). Every header is counted, so an archive of endless metadata records stops at
+    the member limit too.
+
+    `_proc_member` is where tarfile dispatches on a header's type, right after parsing
+    the 512-byte block and before reading what follows; it has had that role and
+    signature since Python 3.2, and the tarinfo class is tarfile's documented extension
+    point (`TarFile.tarinfo`)."""
+
+    def _proc_member(self, tarfile_: Any) -> Any:
+        tarfile_.headers_seen += 1
+        if tarfile_.headers_seen > tarfile_.max_headers:
+            raise _too_many(tarfile_.max_members)
+        if self.type in _TAR_METADATA and self.size > MAX_TAR_METADATA:
+            raise InvalidInputError(
+                f"the archive has a {self.size:,}-byte long-name or pax record (at most "
+                f"{MAX_TAR_METADATA:,} accepted); refusing it unread")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise InvalidInputError("the archive has a GNU sparse file; sparse files are "
+                                    "not accepted")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+class _BoundedTarFile(tarfile.TarFile):
+    """A TarFile whose headers are `_BoundedTarInfo`s, counted against the member limit."""
+
+    tarinfo = _BoundedTarInfo
+
+    def __init__(self, *args: Any, max_members: int = 0, **kwargs: Any):
+        self.max_members = max_members
+        # Each member may carry a long-name, a long-link and a pax record of its own.
+        self.max_headers = 4 * max_members + 16
+        self.headers_seen = 0
+        super().__init__(*args, **kwargs)
 
 
 def extract_tar(archive: Path, root: Path, limits: Limits) -> None:
     out = _Extractor(root, limits)
     try:
-        with tarfile.open(archive, mode="r:*") as tf:
+        # max_members reaches _BoundedTarFile.__init__ through open's **kwargs.
+        with _BoundedTarFile.open(archive, mode="r:*",  # type: ignore[call-overload]
+                                  max_members=limits.max_files) as tf:
             for member in tf:
                 if member.issym() or member.islnk():
                     raise InvalidInputError(
-                        f"archive member {member.name!r} is a link; links are refused")
+                        f"archive member {quote(member.name)} is a link; links are refused")
+                if member.sparse is not None:
+                    raise InvalidInputError(f"archive member {quote(member.name)} is a sparse "
+                                            "file; sparse files are not accepted")
                 if member.isdir():
                     out.directory(member.name)
                 elif member.isfile():
                     source = tf.extractfile(member)
-                    assert source is not None
+                    if source is None:
+                        raise InvalidInputError(
+                            f"archive member {quote(member.name)} has no data")
                     with source:
                         out.file(member.name, source, member.size)
                 else:
-                    raise InvalidInputError(f"archive member {member.name!r} is a device, FIFO or "
-                                            "other special file; refused")
+                    raise InvalidInputError(f"archive member {quote(member.name)} is a device, "
+                                            "FIFO or other special file; refused")
     except InvalidInputError:
         raise
-    except (tarfile.TarError, zlib.error, EOFError, ValueError, OSError) as e:
-        raise InvalidInputError(f"the upload is not a readable tar archive: {e}") from None
+    except (tarfile.TarError, zlib.error, EOFError, ValueError, OSError, RecursionError) as e:
+        raise InvalidInputError(
+            f"the upload is not a readable tar archive: {quote(e, 300)}") from None
 
 
 # --- what is in it ---------------------------------------------------------------------------
@@ -249,7 +375,7 @@ def summarize_images(root: Path) -> tuple[int, list[str]]:
     if len(counts) < 2:
         raise InvalidInputError(
             f"the archive has {len(counts)} class folder(s) with images; a classifier needs at "
-            "least 2 (cat/1.jpg, dog/2.png, ...; .jpg .png .bmp .gif .webp)")
+            f"least 2 (cat/1.jpg, dog/2.png, ...; {' '.join(sorted(IMAGE_SUFFIXES))})")
     return sum(counts.values()), sorted(counts)
 
 
@@ -258,7 +384,8 @@ def _rows_csv(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     columns = set(reader.fieldnames or [])
     if not {"text", "label"} <= columns:
         raise InvalidInputError(
-            f"the CSV needs a header with columns text,label; it has {', '.join(sorted(columns))}")
+            "the CSV needs a header with columns text,label; it has "
+            f"{quote(', '.join(sorted(columns)))}")
     yield from enumerate(reader, start=2)
 
 
@@ -303,10 +430,13 @@ def summarize_text(path: Path, fmt: str) -> tuple[int, list[str]]:
 
 
 class DatasetStore:
-    def __init__(self, home: Path, db: Database, limits: Limits):
+    def __init__(self, home: Path, db: Database, limits: Limits, retention_days: float = 0.0):
         self.home, self.db, self.limits = home, db, limits
+        self.retention_days = retention_days  # 0: keep datasets until deleted
         self.root = home / "datasets"
         self.tmp = home / "tmp"
+        self._stop = threading.Event()
+        self._expiry: threading.Thread | None = None
 
     def cleanup(self) -> None:
         """At start: drop leftovers of uploads a crash interrupted, and dataset folders
@@ -320,6 +450,81 @@ class DatasetStore:
 
     def path(self, row: dict[str, Any]) -> Path:
         return self.home / row["path"]
+
+    def get(self, dataset_id: str) -> dict[str, Any]:
+        """The dataset's row, or NotFoundError (also for strings that are not dataset ids,
+        whatever their length: they are quoted cut short)."""
+        row = self.db.dataset(dataset_id) if DATASET_ID.fullmatch(dataset_id) else None
+        if row is None:
+            raise NotFoundError(f"no dataset {quote(dataset_id)}; upload one with "
+                                "UploadDataset")
+        return row
+
+    # --- deleting --------------------------------------------------------------------------
+
+    def delete(self, dataset_id: str) -> dict[str, Any]:
+        """Delete a dataset: its row, then its folder. FAILED_PRECONDITION while a queued or
+        running job uses it (checked and deleted in one statement, so a job cannot start
+        using it in between); NOT_FOUND for unknown ids. Returns the deleted row."""
+        row = self.get(dataset_id)
+        if not self.db.delete_dataset_unless_used(dataset_id):
+            jobs = self.db.active_jobs_using(dataset_id)
+            raise JobStateError(
+                f"dataset {dataset_id} is used by {len(jobs)} queued or running job(s) "
+                f"({', '.join(jobs[:5])}); cancel them or wait until they end")
+        self._remove_folder(dataset_id)
+        log_event("dataset_deleted", dataset=dataset_id)
+        return row
+
+    def _remove_folder(self, dataset_id: str) -> None:
+        """Rename the folder away first, so it vanishes at once, then remove it. A crash in
+        between leaves it in tmp/, which `cleanup` clears at the next start."""
+        folder = self.root / dataset_id
+        if not folder.exists():
+            return
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        doomed = self.tmp / f"deleted-{dataset_id}-{secrets.token_hex(4)}"
+        try:
+            os.replace(folder, doomed)
+        except OSError:
+            doomed = folder
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def expire(self, now: int | None = None) -> list[str]:
+        """Delete every dataset no job has used (created, queued, run) for longer than the
+        retention period; returns their ids. Nothing, without a retention period."""
+        if self.retention_days <= 0:
+            return []
+        cutoff = (now_ms() if now is None else now) - int(self.retention_days * DAY_MS)
+        expired = []
+        for dataset_id in self.db.datasets_unused_since(cutoff):
+            if self.db.delete_dataset_unless_used(dataset_id, unused_since=cutoff):
+                self._remove_folder(dataset_id)
+                expired.append(dataset_id)
+        if expired:
+            log_event("datasets_expired", count=len(expired), days=self.retention_days)
+        return expired
+
+    def start_expiry(self, interval_s: float = EXPIRY_INTERVAL_S) -> None:
+        """Expire datasets now and then every `interval_s`, on a daemon thread."""
+        if self.retention_days <= 0 or self._expiry is not None:
+            return
+        self.expire()
+
+        def run() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.expire()
+                except Exception as e:  # keep expiring whatever one pass hit
+                    log_event("dataset_expiry_error", error=repr(e))
+
+        self._expiry = threading.Thread(target=run, name="dataset-expiry", daemon=True)
+        self._expiry.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._expiry is not None:
+            self._expiry.join(timeout=5)
 
     def upload(self, header: Header, chunks: Iterable[bytes], on_bytes: Any = None
                ) -> dict[str, Any]:

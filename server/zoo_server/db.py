@@ -56,6 +56,9 @@ CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
 """
 
 
+_ACTIVE = "('QUEUED', 'RUNNING')"  # job states that keep a dataset in use
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -113,6 +116,35 @@ class Database:
 
     def dataset_ids(self) -> set[str]:
         return {row["id"] for row in self.query("SELECT id FROM datasets")}
+
+    def active_jobs_using(self, dataset_id: str) -> list[str]:
+        rows = self.query(f"SELECT id FROM jobs WHERE dataset_id = ? AND state IN {_ACTIVE} "
+                          "ORDER BY created_ms", (dataset_id,))
+        return [row["id"] for row in rows]
+
+    def delete_dataset_unless_used(self, dataset_id: str, unused_since: int | None = None
+                                   ) -> bool:
+        """Delete the dataset's row unless a queued or running job uses it (or, with
+        `unused_since`, any job created or finished since then): one statement, so no job
+        can start using it in between. True if it was deleted."""
+        recent = "" if unused_since is None else " OR j.created_ms >= ? OR j.finished_ms >= ?"
+        params: tuple[Any, ...] = (dataset_id, dataset_id)
+        if unused_since is not None:
+            params += (unused_since, unused_since)
+        with self._lock:
+            cursor = self._conn.execute(
+                "DELETE FROM datasets WHERE id = ? AND NOT EXISTS (SELECT 1 FROM jobs j WHERE "
+                f"j.dataset_id = ? AND (j.state IN {_ACTIVE}{recent}))", params)
+            return cursor.rowcount > 0
+
+    def datasets_unused_since(self, cutoff_ms: int) -> list[str]:
+        """Datasets created before `cutoff_ms` that no job has used since: none queued or
+        running, none created or finished after it."""
+        rows = self.query(
+            "SELECT d.id FROM datasets d WHERE d.created_ms < ? AND NOT EXISTS (SELECT 1 FROM "
+            f"jobs j WHERE j.dataset_id = d.id AND (j.state IN {_ACTIVE} OR j.created_ms >= ? "
+            "OR j.finished_ms >= ?)) ORDER BY d.created_ms", (cutoff_ms, cutoff_ms, cutoff_ms))
+        return [row["id"] for row in rows]
 
     # --- jobs ------------------------------------------------------------------------------
 

@@ -3,9 +3,16 @@
 Handlers raise typed exceptions (the library's `zoo.errors` and the ones below) and never
 call `context.abort` themselves; the wrapper in `zoo_server.handlers` looks the exception
 up here. The table is ordered subclasses first: the first matching row wins.
+
+Messages quote what the client sent through `quote`, which cuts it short: a status message
+travels in a trailer that gRPC caps (8 KiB by default), so a 1 MB id echoed whole turns a
+NOT_FOUND into RESOURCE_EXHAUSTED. `status_for` caps the whole message as a last resort and
+can rewrite server paths (`zoo_server.paths`) so that no absolute path reaches a client.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import grpc
 
@@ -97,10 +104,29 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
-def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and one-line message a client sees for `error`."""
+QUOTE_LIMIT = 200  # characters of a client string an error message quotes
+MESSAGE_LIMIT = 2000  # characters of any status message (gRPC's trailer limit is 8 KiB)
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`value` quoted for an error message, cut to `limit` characters with its length
+    said, so that what a client sent is recognisable but never echoed whole."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def status_for(error: BaseException, scrub: Callable[[str], str] | None = None
+               ) -> tuple[grpc.StatusCode, str]:
+    """The status code and one-line message a client sees for `error`; `scrub` rewrites
+    the message first (the server passes one that makes server paths relative)."""
     for kind, code in STATUS_TABLE:
         if isinstance(error, kind):
-            message = str(error).strip() or type(error).__name__
-            return code, message.splitlines()[0]
+            message = (str(error).strip() or type(error).__name__).splitlines()[0]
+            if scrub is not None:
+                message = scrub(message)
+            if len(message) > MESSAGE_LIMIT:
+                message = message[:MESSAGE_LIMIT] + "... (message cut)"
+            return code, message
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"

@@ -60,8 +60,9 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
 class _Call:
     """Bookkeeping for one RPC: its status code, latency, metrics and log line."""
 
-    def __init__(self, method: str, metrics: Metrics | None):
-        self.method, self.metrics = method, metrics
+    def __init__(self, method: str, metrics: Metrics | None,
+                 scrub: Callable[[str], str] | None = None):
+        self.method, self.metrics, self.scrub = method, metrics, scrub
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
 
@@ -71,7 +72,7 @@ class _Call:
             self.code = (grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None
                          and remaining <= 0 else grpc.StatusCode.CANCELLED)
             context.abort(self.code, "the call ended before the server answered")
-        self.code, message = status_for(error)
+        self.code, message = status_for(error, self.scrub)
         if self.code == grpc.StatusCode.INTERNAL:
             log_event("rpc_internal_error", logging.ERROR, exc_info=error, method=self.method,
                       error=f"{type(error).__name__}: {error}")
@@ -88,8 +89,10 @@ class _Call:
 
 
 def wrap(method: str, fn: Callable[..., Any], request_streaming: bool, response_streaming: bool,
-         metrics: Metrics | None) -> Callable[..., Any]:
-    """`fn` with parsing errors, the status table, metrics and logs applied."""
+         metrics: Metrics | None, scrub: Callable[[str], str] | None = None
+         ) -> Callable[..., Any]:
+    """`fn` with parsing errors, the status table (messages passed through `scrub`), metrics
+    and logs applied."""
 
     def prepare(request: Any) -> Any:
         if request_streaming:
@@ -101,7 +104,7 @@ def wrap(method: str, fn: Callable[..., Any], request_streaming: bool, response_
     if response_streaming:
         @functools.wraps(fn)
         def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = _Call(method, metrics)
+            call = _Call(method, metrics, scrub)
             try:
                 yield from fn(prepare(request), context)
             except Exception as e:
@@ -113,7 +116,7 @@ def wrap(method: str, fn: Callable[..., Any], request_streaming: bool, response_
 
     @functools.wraps(fn)
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        call = _Call(method, metrics)
+        call = _Call(method, metrics, scrub)
         try:
             return fn(prepare(request), context)
         except Exception as e:
@@ -124,14 +127,14 @@ def wrap(method: str, fn: Callable[..., Any], request_streaming: bool, response_
     return unary
 
 
-def generic_handler(service: ServiceDescriptor, servicer: Any,
-                    metrics: Metrics | None) -> grpc.GenericRpcHandler:
+def generic_handler(service: ServiceDescriptor, servicer: Any, metrics: Metrics | None,
+                    scrub: Callable[[str], str] | None = None) -> grpc.GenericRpcHandler:
     handlers = {}
     for m in service.methods:
         request_cls = GetMessageClass(m.input_type)
         response_cls = GetMessageClass(m.output_type)
         fn = wrap(m.name, getattr(servicer, m.name), m.client_streaming, m.server_streaming,
-                  metrics)
+                  metrics, scrub)
         factory = {
             (False, False): grpc.unary_unary_rpc_method_handler,
             (False, True): grpc.unary_stream_rpc_method_handler,

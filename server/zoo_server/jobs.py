@@ -10,6 +10,16 @@ lines on its stdout) are stored as JobEvents and wake WatchJob streams. When a w
 finishes, its model directory is moved into the model store as the next version of the
 job's output name, so the very next Classify can use it.
 
+Workers get a clean environment (`worker_environment`): an allowlist of what Python,
+TensorFlow, Zoo and the HTTP stack read (paths, locale, `ZOO_*`, `HF_*`, `TF_*`, proxies and
+CA bundles), never the server's bearer token (`ZOO_TOKEN`) or its `ZOO_SERVE_*` settings, and
+the Hugging Face token (`HF_TOKEN`) only for a job whose base model is downloaded from the
+Hub; a job on a Keras image model never needs it. Anything else the server was started with
+(cloud credentials, database passwords) stays with the server.
+
+Messages a client reads (job errors, events) name files relative to the server's home,
+never by their absolute path (`zoo_server.paths`).
+
 Restarts: jobs found RUNNING when the server starts (it crashed or was killed) go back
 to QUEUED and resume from their last checkpoint (`resume=True`), `attempts` counting each
 start. On a graceful shutdown running workers are asked to stop after a checkpoint and
@@ -33,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import zoo
+from zoo import config as zoo_config
 from zoo import model_dir
-from zoo.errors import InvalidInputError, ModelNotFoundError
+from zoo.errors import InvalidInputError, ModelNotFoundError, ZooError
 from zoo.finetuning.events import describe, epoch_metrics
 from zoo.finetuning.hyperparameters import HyperParameters, field_names
 from zoo.finetuning.trainer import checkpoint_epoch
@@ -42,15 +53,73 @@ from zoo.hub.registry import get_spec
 from zoo_server.config import ServerConfig
 from zoo_server.datasets import IMAGE_FORMATS, DatasetStore
 from zoo_server.db import Database, now_ms
-from zoo_server.errors import JobStateError, NotFoundError, ShuttingDownError
+from zoo_server.errors import JobStateError, NotFoundError, ShuttingDownError, quote
 from zoo_server.logs import log_event
 from zoo_server.names import JOB_ID, check_lookup_name, check_output_name, new_job_id
+from zoo_server.paths import PathScrubber
 from zoo_server.store import FINETUNED, ModelStore
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 STOPPED_EXIT = 3
+
+# What a worker process inherits from the server's environment: exact names, and prefixes.
+WORKER_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "LD_LIBRARY_PATH", "XDG_CACHE_HOME", "PYTHONPATH", "PYTHONHASHSEED",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+})
+WORKER_ENV_PREFIXES = ("LC_", "ZOO_", "HF_", "TF_", "KERAS_", "CUDA_", "NVIDIA_", "XLA_",
+                       "OMP_", "MKL_", "OPENBLAS_", "TORCH_")
+# Never to a worker, whatever the allowlist says; Hub tokens only when the job needs the Hub.
+WORKER_ENV_SECRETS = ("ZOO_TOKEN",)
+WORKER_ENV_SERVER_ONLY = "ZOO_SERVE_"
+HUB_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def worker_environment(environ: dict[str, str] | os._Environ[str], *, needs_hub: bool
+                       ) -> dict[str, str]:
+    """The environment of a job's worker: the allowlisted part of `environ`, without the
+    server's token and settings, and with the Hub token only when `needs_hub`."""
+    env = {}
+    for name, value in environ.items():
+        if name in WORKER_ENV_SECRETS or name.startswith(WORKER_ENV_SERVER_ONLY):
+            continue
+        if name in HUB_TOKENS and not needs_hub:
+            continue
+        if name in WORKER_ENV or name.startswith(WORKER_ENV_PREFIXES) or name in HUB_TOKENS:
+            env[name] = value
+    return env
+
+
+def needs_hub(base: str) -> bool:
+    """Whether a job on `base` may download from the Hugging Face Hub (its weights live
+    there), and so needs the Hub token if the server has one."""
+    from zoo.hub.manifest import load_manifest
+
+    try:
+        return load_manifest().model(base).source == "huggingface"
+    except ZooError:
+        return False
+
+
+def state_filter(state: int, names: dict[int, str]) -> str | None:
+    """ListJobs' `state` field as a job state name: None for 0 (all), INVALID_ARGUMENT for a
+    number the API does not define (proto3 enums accept any int32 on the wire).
+    `names` maps the enum's numbers to names (`finetune_pb2.JobState.items()` reversed)."""
+    if state == 0:
+        return None
+    name = names.get(state)
+    if name not in STATES:
+        raise InvalidInputError(
+            f"state {state} is not a job state; use one of "
+            f"{', '.join(f'{n} ({v})' for v, n in sorted(names.items()) if n in STATES)} "
+            "or 0 for all")
+    return name
+
 
 # The proto's HyperParameters fields are the library's schema's (tests/test_proto.py).
 HYPERPARAMETERS = tuple(field_names())
@@ -85,6 +154,7 @@ class JobManager:
         self.config = config
         self.jobs_dir = home / "jobs"
         self.on_model = on_model
+        self.scrub = PathScrubber(home, zoo_config.hf_cache_dir())
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -180,7 +250,8 @@ class JobManager:
         out = job_dir / "out"
         dataset = self.db.dataset(job["dataset_id"])
         if dataset is None or not self.datasets.path(dataset).exists():
-            self._end(job_id, FAILED, f"dataset {job['dataset_id']} no longer exists")
+            self._end(job_id, FAILED, f"dataset {job['dataset_id']} no longer exists (it was "
+                                      "deleted); upload it again and create a new job")
             return
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "cancel").unlink(missing_ok=True)
@@ -191,7 +262,7 @@ class JobManager:
                 "name": job["output_name"], "hyperparameters": job["hyperparameters"],
                 "resume": resume}
         (job_dir / "job.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-        env = dict(os.environ)
+        env = worker_environment(os.environ, needs_hub=needs_hub(job["base"]))
         env["ZOO_HOME"] = str(self.home)
         roots = [str(Path(__file__).resolve().parent.parent), str(Path(zoo.__file__).resolve().parent.parent)]
         env["PYTHONPATH"] = os.pathsep.join([*roots, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -296,12 +367,15 @@ class JobManager:
     # --- state changes -------------------------------------------------------------------------
 
     def _record(self, job_id: str, kind: str, **fields: Any) -> None:
+        if isinstance(fields.get("message"), str):
+            fields["message"] = self.scrub(fields["message"])
         with self._changed:
             self.db.add_event(job_id, {"kind": kind, **fields})
             self._version += 1
             self._changed.notify_all()
 
     def _end(self, job_id: str, state: str, message: str) -> None:
+        message = self.scrub(message)
         with self._changed:
             self.db.update_job(job_id, state=state, finished_ms=now_ms(),
                                error=message if state == FAILED else "")
@@ -342,7 +416,7 @@ class JobManager:
         except ModelNotFoundError:
             pass
         else:
-            raise InvalidInputError(f"output_name {output_name!r} is a registry model's name; "
+            raise InvalidInputError(f"output_name {quote(output_name)} is a registry model's name; "
                                     "choose another name for the fine-tuned model")
         base = check_lookup_name(base, "base model name")
         resolved = self.store.resolve(base)
@@ -350,9 +424,7 @@ class JobManager:
             raise InvalidInputError(f"{base} is a fine-tuned model; fine-tune from a registry "
                                     "model (zoo list)")
         spec = resolved.spec
-        dataset = self.db.dataset(dataset_id) if dataset_id else None
-        if dataset is None:
-            raise NotFoundError(f"no dataset {dataset_id!r}; upload one with UploadDataset")
+        dataset = self.datasets.get(dataset_id)
         image_data = dataset["format"] in IMAGE_FORMATS
         if spec.is_image != image_data:
             raise InvalidInputError(
@@ -376,7 +448,7 @@ class JobManager:
     def get(self, job_id: str) -> dict[str, Any]:
         job = self.db.job(job_id) if JOB_ID.fullmatch(job_id) else None
         if job is None:
-            raise NotFoundError(f"no job {job_id[:80]!r}")
+            raise NotFoundError(f"no job {quote(job_id)}")
         return job
 
     def list(self, state: str | None, limit: int) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from zoo_server.loaders import kind_for
 from zoo_server.logs import log_event
 from zoo_server.manager import ModelManager
 from zoo_server.metrics import Metrics
+from zoo_server.paths import PathScrubber
 from zoo_server.services.finetune import FineTuneService
 from zoo_server.services.inference import InferenceService
 from zoo_server.services.models import ModelService
@@ -96,8 +97,9 @@ class ZooServer:
         self.store = ModelStore(home)
         limits = Limits(config.max_upload_bytes, config.max_extract_bytes,
                         config.max_extract_files)
-        self.datasets = DatasetStore(home, self.db, limits)
+        self.datasets = DatasetStore(home, self.db, limits, config.dataset_retention_days)
         self.datasets.cleanup()
+        self.scrub = PathScrubber(home, zoo_config.hf_cache_dir())
         self.manager = ModelManager(config, self.metrics)
         self.inference = Inference(config, self.store, self.manager)
         self.jobs = JobManager(home, self.db, self.store, self.datasets, config)
@@ -119,8 +121,8 @@ class ZooServer:
         servicers = (ModelService(self.store, self.manager), InferenceService(self.inference),
                      FineTuneService(self.datasets, self.jobs, self.metrics))
         self.grpc.add_generic_rpc_handlers(
-            tuple(generic_handler(d, s, self.metrics) for d, s in zip(SERVICES, servicers,
-                                                                      strict=True)))
+            tuple(generic_handler(d, s, self.metrics, self.scrub)
+                  for d, s in zip(SERVICES, servicers, strict=True)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
@@ -156,6 +158,7 @@ class ZooServer:
                 registry=self.metrics.registry)
             self.metrics_port = int(self._metrics_server.server_address[1])
         self.jobs.start()
+        self.datasets.start_expiry()
         for name in self.config.preload:
             self.preload(name)
         self.grpc.start()
@@ -177,6 +180,7 @@ class ZooServer:
         jobs.start()
         self.grpc.stop(grace).wait()
         jobs.join()
+        self.datasets.close()
         self.manager.close()
         self.inference.close()
         if self._metrics_server is not None:
@@ -221,6 +225,7 @@ def serve(host: str, port: int, *, home: str | Path | None = None,
           config: ServerConfig | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully (a second signal: at once)."""
     config = config or ServerConfig.from_env()
+    config.check_exposure(host)
     logs.setup(config.log_level)
     stop = threading.Event()
 
@@ -236,6 +241,7 @@ def serve(host: str, port: int, *, home: str | Path | None = None,
     server, bound = create_server(address_of(host, port), home=home, config=config)
     log_event("serving", address=address_of(host, bound), port=bound, home=str(server.home),
               tls=config.tls_cert is not None, auth=config.token is not None,
+              insecure=config.insecure,
               metrics_port=server.metrics_port, max_batch_size=config.max_batch_size,
               max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs)
     while not stop.wait(0.5):

@@ -5,6 +5,11 @@ the same pixels in training and in serving: Pillow decodes JPEG, PNG, BMP, GIF a
 WebP; EXIF orientation is applied; grey, palette and RGBA images become RGB; the
 result is resized to the model's input size. Pillow releases the GIL while decoding,
 so callers can decode in threads.
+
+Only those five formats are ever decoded (`Image.open(..., formats=...)`): Pillow knows
+dozens more, each one more parser for hostile bytes to reach, and its EPS plugin runs
+Ghostscript. TIFF, PPM, EPS and the rest are refused with a message naming the formats
+that are accepted.
 """
 
 from __future__ import annotations
@@ -19,18 +24,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from zoo.errors import InvalidInputError
 from zoo.vision import DEFAULT_MAX_PIXELS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+# The one list of accepted formats: Pillow's format name -> file suffixes.
+FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "BMP": (".bmp",),
+    "GIF": (".gif",),
+    "WEBP": (".webp",),
+}
+IMAGE_SUFFIXES = {suffix for suffixes in FORMATS.values() for suffix in suffixes}
+FORMAT_NAMES = "JPEG, PNG, BMP, GIF or WebP"
 
 
 def _open(source: str | Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
     name = source if isinstance(source, (str, Path)) else "image"
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
+                           formats=tuple(FORMATS))
     except FileNotFoundError:
         raise InvalidInputError(f"{name}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except UnidentifiedImageError:
         raise InvalidInputError(
-            f"{name}: not a readable image (JPEG, PNG, BMP, GIF or WebP expected): {e}"
+            f"{name}: not a readable image: not {FORMAT_NAMES} (other formats, such as TIFF, "
+            "PPM or EPS, are not accepted); convert it to one of those"
+        ) from None
+    except OSError as e:
+        raise InvalidInputError(
+            f"{name}: not a readable image ({FORMAT_NAMES} expected): {e}"
         ) from None
     except Image.DecompressionBombError as e:  # Pillow's own limit, checked from the header
         raise InvalidInputError(

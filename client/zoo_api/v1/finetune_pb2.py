@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from zoo_api.v1 import common_pb2 as zoo__api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19zoo_api/v1/finetune.proto\x12\x06zoo.v1\x1a\x17zoo_api/v1/common.proto\"b\n\rDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x15.zoo.v1.DatasetFormat\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"X\n\x14UploadDatasetRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.zoo.v1.DatasetHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\\\n\x15UploadDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x05\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"\x8f\x05\n\x0fHyperParameters\x12\x13\n\x06\x65pochs\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10\x66ine_tune_layers\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12\x66ine_tune_fraction\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x17\n\nimage_size\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x14\n\x07\x61ugment\x18\x07 \x01(\x08H\x06\x88\x01\x01\x12\x16\n\tval_split\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x08\x88\x01\x01\x12\x1c\n\x0flabel_smoothing\x18\n \x01(\x01H\t\x88\x01\x01\x12\x1a\n\rclass_weights\x18\x0b \x01(\x08H\n\x88\x01\x01\x12\x15\n\x08patience\x18\x0c \x01(\x05H\x0b\x88\x01\x01\x12\x14\n\x07\x64ropout\x18\r \x01(\x01H\x0c\x88\x01\x01\x12 \n\x13\x66ine_tune_lr_factor\x18\x0e \x01(\x01H\r\x88\x01\x01\x12\x1b\n\x0e\x63\x61\x63he_features\x18\x0f \x01(\x08H\x0e\x88\x01\x01\x42\t\n\x07_epochsB\x13\n\x11_fine_tune_layersB\x15\n\x13_fine_tune_fractionB\r\n\x0b_batch_sizeB\r\n\x0b_image_sizeB\x10\n\x0e_learning_rateB\n\n\x08_augmentB\x0c\n\n_val_splitB\x07\n\x05_seedB\x12\n\x10_label_smoothingB\x10\n\x0e_class_weightsB\x0b\n\t_patienceB\n\n\x08_dropoutB\x16\n\x14_fine_tune_lr_factorB\x11\n\x0f_cache_features\"\x8e\x01\n\x10\x43reateJobRequest\x12\x1f\n\x04\x62\x61se\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x30\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x17.zoo.v1.HyperParameters\x12\x13\n\x0boutput_name\x18\x04 \x01(\t\"\xa9\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.zoo.v1.JobState\x12\x1f\n\x04\x62\x61se\x18\x03 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\x12\n\ndataset_id\x18\x04 \x01(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x30\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x17.zoo.v1.HyperParameters\x12!\n\x06result\x18\x07 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\r\n\x05\x65poch\x18\x08 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\t \x01(\x05\x12)\n\x07metrics\x18\n \x03(\x0b\x32\x18.zoo.v1.Job.MetricsEntry\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x12\n\ncreated_ms\x18\x0c \x01(\x03\x12\x12\n\nstarted_ms\x18\r \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\x0e \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x0f \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x0fListJobsRequest\x12\x1f\n\x05state\x18\x01 \x01(\x0e\x32\x10.zoo.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\"-\n\x10ListJobsResponse\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.zoo.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x8d\x03\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.zoo.v1.JobEvent.Kind\x12\x1f\n\x05state\x18\x03 \x01(\x0e\x32\x10.zoo.v1.JobState\x12\r\n\x05phase\x18\x04 \x01(\x05\x12\r\n\x05\x65poch\x18\x05 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x0c\n\x04step\x18\x07 \x01(\x05\x12\r\n\x05steps\x18\x08 \x01(\x05\x12\x0c\n\x04loss\x18\t \x01(\x01\x12.\n\x07metrics\x18\n \x03(\x0b\x32\x1d.zoo.v1.JobEvent.MetricsEntry\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x0f\n\x07time_ms\x18\x0c \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05STATE\x10\x01\x12\t\n\x05PHASE\x10\x02\x12\t\n\x05\x45POCH\x10\x03\x12\x08\n\x04STEP\x10\x04\x12\x07\n\x03LOG\x10\x05*k\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\r\n\tIMAGE_ZIP\x10\x01\x12\r\n\tIMAGE_TAR\x10\x02\x12\x0c\n\x08TEXT_CSV\x10\x03\x12\x0e\n\nTEXT_JSONL\x10\x04*h\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x32\xef\x02\n\x0f\x46ineTuneService\x12N\n\rUploadDataset\x12\x1c.zoo.v1.UploadDatasetRequest\x1a\x1d.zoo.v1.UploadDatasetResponse(\x01\x12\x32\n\tCreateJob\x12\x18.zoo.v1.CreateJobRequest\x1a\x0b.zoo.v1.Job\x12,\n\x06GetJob\x12\x15.zoo.v1.GetJobRequest\x1a\x0b.zoo.v1.Job\x12=\n\x08ListJobs\x12\x17.zoo.v1.ListJobsRequest\x1a\x18.zoo.v1.ListJobsResponse\x12\x32\n\tCancelJob\x12\x18.zoo.v1.CancelJobRequest\x1a\x0b.zoo.v1.Job\x12\x37\n\x08WatchJob\x12\x17.zoo.v1.WatchJobRequest\x1a\x10.zoo.v1.JobEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19zoo_api/v1/finetune.proto\x12\x06zoo.v1\x1a\x17zoo_api/v1/common.proto\"b\n\rDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x15.zoo.v1.DatasetFormat\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"X\n\x14UploadDatasetRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.zoo.v1.DatasetHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\\\n\x15UploadDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x05\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"9\n\x15\x44\x65leteDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x8f\x05\n\x0fHyperParameters\x12\x13\n\x06\x65pochs\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10\x66ine_tune_layers\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1f\n\x12\x66ine_tune_fraction\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x17\n\nimage_size\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x14\n\x07\x61ugment\x18\x07 \x01(\x08H\x06\x88\x01\x01\x12\x16\n\tval_split\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x08\x88\x01\x01\x12\x1c\n\x0flabel_smoothing\x18\n \x01(\x01H\t\x88\x01\x01\x12\x1a\n\rclass_weights\x18\x0b \x01(\x08H\n\x88\x01\x01\x12\x15\n\x08patience\x18\x0c \x01(\x05H\x0b\x88\x01\x01\x12\x14\n\x07\x64ropout\x18\r \x01(\x01H\x0c\x88\x01\x01\x12 \n\x13\x66ine_tune_lr_factor\x18\x0e \x01(\x01H\r\x88\x01\x01\x12\x1b\n\x0e\x63\x61\x63he_features\x18\x0f \x01(\x08H\x0e\x88\x01\x01\x42\t\n\x07_epochsB\x13\n\x11_fine_tune_layersB\x15\n\x13_fine_tune_fractionB\r\n\x0b_batch_sizeB\r\n\x0b_image_sizeB\x10\n\x0e_learning_rateB\n\n\x08_augmentB\x0c\n\n_val_splitB\x07\n\x05_seedB\x12\n\x10_label_smoothingB\x10\n\x0e_class_weightsB\x0b\n\t_patienceB\n\n\x08_dropoutB\x16\n\x14_fine_tune_lr_factorB\x11\n\x0f_cache_features\"\x8e\x01\n\x10\x43reateJobRequest\x12\x1f\n\x04\x62\x61se\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x30\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x17.zoo.v1.HyperParameters\x12\x13\n\x0boutput_name\x18\x04 \x01(\t\"\xa9\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.zoo.v1.JobState\x12\x1f\n\x04\x62\x61se\x18\x03 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\x12\n\ndataset_id\x18\x04 \x01(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x30\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x17.zoo.v1.HyperParameters\x12!\n\x06result\x18\x07 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\r\n\x05\x65poch\x18\x08 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\t \x01(\x05\x12)\n\x07metrics\x18\n \x03(\x0b\x32\x18.zoo.v1.Job.MetricsEntry\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x12\n\ncreated_ms\x18\x0c \x01(\x03\x12\x12\n\nstarted_ms\x18\r \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\x0e \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x0f \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x0fListJobsRequest\x12\x1f\n\x05state\x18\x01 \x01(\x0e\x32\x10.zoo.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\"-\n\x10ListJobsResponse\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.zoo.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x8d\x03\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.zoo.v1.JobEvent.Kind\x12\x1f\n\x05state\x18\x03 \x01(\x0e\x32\x10.zoo.v1.JobState\x12\r\n\x05phase\x18\x04 \x01(\x05\x12\r\n\x05\x65poch\x18\x05 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x0c\n\x04step\x18\x07 \x01(\x05\x12\r\n\x05steps\x18\x08 \x01(\x05\x12\x0c\n\x04loss\x18\t \x01(\x01\x12.\n\x07metrics\x18\n \x03(\x0b\x32\x1d.zoo.v1.JobEvent.MetricsEntry\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x0f\n\x07time_ms\x18\x0c \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05STATE\x10\x01\x12\t\n\x05PHASE\x10\x02\x12\t\n\x05\x45POCH\x10\x03\x12\x08\n\x04STEP\x10\x04\x12\x07\n\x03LOG\x10\x05*k\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\r\n\tIMAGE_ZIP\x10\x01\x12\r\n\tIMAGE_TAR\x10\x02\x12\x0c\n\x08TEXT_CSV\x10\x03\x12\x0e\n\nTEXT_JSONL\x10\x04*h\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x32\xbd\x03\n\x0f\x46ineTuneService\x12N\n\rUploadDataset\x12\x1c.zoo.v1.UploadDatasetRequest\x1a\x1d.zoo.v1.UploadDatasetResponse(\x01\x12L\n\rDeleteDataset\x12\x1c.zoo.v1.DeleteDatasetRequest\x1a\x1d.zoo.v1.DeleteDatasetResponse\x12\x32\n\tCreateJob\x12\x18.zoo.v1.CreateJobRequest\x1a\x0b.zoo.v1.Job\x12,\n\x06GetJob\x12\x15.zoo.v1.GetJobRequest\x1a\x0b.zoo.v1.Job\x12=\n\x08ListJobs\x12\x17.zoo.v1.ListJobsRequest\x1a\x18.zoo.v1.ListJobsResponse\x12\x32\n\tCancelJob\x12\x18.zoo.v1.CancelJobRequest\x1a\x0b.zoo.v1.Job\x12\x37\n\x08WatchJob\x12\x17.zoo.v1.WatchJobRequest\x1a\x10.zoo.v1.JobEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,40 +36,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_METRICSENTRY']._loaded_options = None
   _globals['_JOBEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_DATASETFORMAT']._serialized_start=2195
-  _globals['_DATASETFORMAT']._serialized_end=2302
-  _globals['_JOBSTATE']._serialized_start=2304
-  _globals['_JOBSTATE']._serialized_end=2408
+  _globals['_DATASETFORMAT']._serialized_start=2298
+  _globals['_DATASETFORMAT']._serialized_end=2405
+  _globals['_JOBSTATE']._serialized_start=2407
+  _globals['_JOBSTATE']._serialized_end=2511
   _globals['_DATASETHEADER']._serialized_start=62
   _globals['_DATASETHEADER']._serialized_end=160
   _globals['_UPLOADDATASETREQUEST']._serialized_start=162
   _globals['_UPLOADDATASETREQUEST']._serialized_end=250
   _globals['_UPLOADDATASETRESPONSE']._serialized_start=252
   _globals['_UPLOADDATASETRESPONSE']._serialized_end=344
-  _globals['_HYPERPARAMETERS']._serialized_start=347
-  _globals['_HYPERPARAMETERS']._serialized_end=1002
-  _globals['_CREATEJOBREQUEST']._serialized_start=1005
-  _globals['_CREATEJOBREQUEST']._serialized_end=1147
-  _globals['_JOB']._serialized_start=1150
-  _globals['_JOB']._serialized_end=1575
-  _globals['_JOB_METRICSENTRY']._serialized_start=1529
-  _globals['_JOB_METRICSENTRY']._serialized_end=1575
-  _globals['_GETJOBREQUEST']._serialized_start=1577
-  _globals['_GETJOBREQUEST']._serialized_end=1608
-  _globals['_LISTJOBSREQUEST']._serialized_start=1610
-  _globals['_LISTJOBSREQUEST']._serialized_end=1675
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1677
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1722
-  _globals['_CANCELJOBREQUEST']._serialized_start=1724
-  _globals['_CANCELJOBREQUEST']._serialized_end=1758
-  _globals['_WATCHJOBREQUEST']._serialized_start=1760
-  _globals['_WATCHJOBREQUEST']._serialized_end=1793
-  _globals['_JOBEVENT']._serialized_start=1796
-  _globals['_JOBEVENT']._serialized_end=2193
-  _globals['_JOBEVENT_METRICSENTRY']._serialized_start=1529
-  _globals['_JOBEVENT_METRICSENTRY']._serialized_end=1575
-  _globals['_JOBEVENT_KIND']._serialized_start=2113
-  _globals['_JOBEVENT_KIND']._serialized_end=2193
-  _globals['_FINETUNESERVICE']._serialized_start=2411
-  _globals['_FINETUNESERVICE']._serialized_end=2778
+  _globals['_DELETEDATASETREQUEST']._serialized_start=346
+  _globals['_DELETEDATASETREQUEST']._serialized_end=388
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=390
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=447
+  _globals['_HYPERPARAMETERS']._serialized_start=450
+  _globals['_HYPERPARAMETERS']._serialized_end=1105
+  _globals['_CREATEJOBREQUEST']._serialized_start=1108
+  _globals['_CREATEJOBREQUEST']._serialized_end=1250
+  _globals['_JOB']._serialized_start=1253
+  _globals['_JOB']._serialized_end=1678
+  _globals['_JOB_METRICSENTRY']._serialized_start=1632
+  _globals['_JOB_METRICSENTRY']._serialized_end=1678
+  _globals['_GETJOBREQUEST']._serialized_start=1680
+  _globals['_GETJOBREQUEST']._serialized_end=1711
+  _globals['_LISTJOBSREQUEST']._serialized_start=1713
+  _globals['_LISTJOBSREQUEST']._serialized_end=1778
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1780
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1825
+  _globals['_CANCELJOBREQUEST']._serialized_start=1827
+  _globals['_CANCELJOBREQUEST']._serialized_end=1861
+  _globals['_WATCHJOBREQUEST']._serialized_start=1863
+  _globals['_WATCHJOBREQUEST']._serialized_end=1896
+  _globals['_JOBEVENT']._serialized_start=1899
+  _globals['_JOBEVENT']._serialized_end=2296
+  _globals['_JOBEVENT_METRICSENTRY']._serialized_start=1632
+  _globals['_JOBEVENT_METRICSENTRY']._serialized_end=1678
+  _globals['_JOBEVENT_KIND']._serialized_start=2216
+  _globals['_JOBEVENT_KIND']._serialized_end=2296
+  _globals['_FINETUNESERVICE']._serialized_start=2514
+  _globals['_FINETUNESERVICE']._serialized_end=2959
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class FineTuneServiceStub:
                 request_serializer=zoo__api_dot_v1_dot_finetune__pb2.UploadDatasetRequest.SerializeToString,
                 response_deserializer=zoo__api_dot_v1_dot_finetune__pb2.UploadDatasetResponse.FromString,
                 _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/zoo.v1.FineTuneService/DeleteDataset',
+                request_serializer=zoo__api_dot_v1_dot_finetune__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=zoo__api_dot_v1_dot_finetune__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
         self.CreateJob = channel.unary_unary(
                 '/zoo.v1.FineTuneService/CreateJob',
                 request_serializer=zoo__api_dot_v1_dot_finetune__pb2.CreateJobRequest.SerializeToString,
@@ -73,8 +78,18 @@ class FineTuneServiceServicer:
         """Client-streaming. The first message carries the header (format, sha256 of the
         whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
         format, sha256 or size mismatch, an archive member escaping its folder, too many
-        files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+        members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
         failed or interrupted upload leaves no dataset behind.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
+        FAILED_PRECONDITION while a queued or running job uses it (finished jobs keep
+        their record and model). Servers may also delete datasets no job has used for
+        a while (zoo serve --dataset-retention-days).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,7 +111,7 @@ class FineTuneServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Unary. Newest first.
+        """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +140,11 @@ def add_FineTuneServiceServicer_to_server(servicer, server):
                     servicer.UploadDataset,
                     request_deserializer=zoo__api_dot_v1_dot_finetune__pb2.UploadDatasetRequest.FromString,
                     response_serializer=zoo__api_dot_v1_dot_finetune__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=zoo__api_dot_v1_dot_finetune__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=zoo__api_dot_v1_dot_finetune__pb2.DeleteDatasetResponse.SerializeToString,
             ),
             'CreateJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateJob,
@@ -179,6 +199,33 @@ class FineTuneService:
             '/zoo.v1.FineTuneService/UploadDataset',
             zoo__api_dot_v1_dot_finetune__pb2.UploadDatasetRequest.SerializeToString,
             zoo__api_dot_v1_dot_finetune__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.FineTuneService/DeleteDataset',
+            zoo__api_dot_v1_dot_finetune__pb2.DeleteDatasetRequest.SerializeToString,
+            zoo__api_dot_v1_dot_finetune__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,8 +35,14 @@ class FineTuneServiceStub:
     """Client-streaming. The first message carries the header (format, sha256 of the
     whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
     format, sha256 or size mismatch, an archive member escaping its folder, too many
-    files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+    members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
     failed or interrupted upload leaves no dataset behind.
+    """
+    DeleteDataset: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]
+    """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
+    FAILED_PRECONDITION while a queued or running job uses it (finished jobs keep
+    their record and model). Servers may also delete datasets no job has used for
+    a while (zoo serve --dataset-retention-days).
     """
     CreateJob: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.CreateJobRequest, _finetune_pb2.Job]
     """Unary. Queues a job. NOT_FOUND: unknown base model or dataset. INVALID_ARGUMENT:
@@ -45,7 +51,7 @@ class FineTuneServiceStub:
     GetJob: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.GetJobRequest, _finetune_pb2.Job]
     """Unary. NOT_FOUND for unknown ids."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.ListJobsRequest, _finetune_pb2.ListJobsResponse]
-    """Unary. Newest first."""
+    """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.CancelJobRequest, _finetune_pb2.Job]
     """Unary. Stops a queued or running job cleanly; cancelling a finished job is
     FAILED_PRECONDITION. NOT_FOUND for unknown ids.
@@ -62,8 +68,14 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     """Client-streaming. The first message carries the header (format, sha256 of the
     whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
     format, sha256 or size mismatch, an archive member escaping its folder, too many
-    files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+    members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
     failed or interrupted upload leaves no dataset behind.
+    """
+    DeleteDataset: _aio.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
+    """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
+    FAILED_PRECONDITION while a queued or running job uses it (finished jobs keep
+    their record and model). Servers may also delete datasets no job has used for
+    a while (zoo serve --dataset-retention-days).
     """
     CreateJob: _aio.UnaryUnaryMultiCallable[_finetune_pb2.CreateJobRequest, _finetune_pb2.Job]  # type: ignore[assignment]
     """Unary. Queues a job. NOT_FOUND: unknown base model or dataset. INVALID_ARGUMENT:
@@ -72,7 +84,7 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     GetJob: _aio.UnaryUnaryMultiCallable[_finetune_pb2.GetJobRequest, _finetune_pb2.Job]  # type: ignore[assignment]
     """Unary. NOT_FOUND for unknown ids."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_finetune_pb2.ListJobsRequest, _finetune_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Unary. Newest first."""
+    """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_finetune_pb2.CancelJobRequest, _finetune_pb2.Job]  # type: ignore[assignment]
     """Unary. Stops a queued or running job cleanly; cancelling a finished job is
     FAILED_PRECONDITION. NOT_FOUND for unknown ids.
@@ -92,8 +104,20 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         """Client-streaming. The first message carries the header (format, sha256 of the
         whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
         format, sha256 or size mismatch, an archive member escaping its folder, too many
-        files, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
+        members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
         failed or interrupted upload leaves no dataset behind.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteDataset(
+        self,
+        request: _finetune_pb2.DeleteDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_finetune_pb2.DeleteDatasetResponse, _abc.Awaitable[_finetune_pb2.DeleteDatasetResponse]]:
+        """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
+        FAILED_PRECONDITION while a queued or running job uses it (finished jobs keep
+        their record and model). Servers may also delete datasets no job has used for
+        a while (zoo serve --dataset-retention-days).
         """
 
     @_abc_1.abstractmethod
@@ -120,7 +144,7 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _finetune_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_finetune_pb2.ListJobsResponse, _abc.Awaitable[_finetune_pb2.ListJobsResponse]]:
-        """Unary. Newest first."""
+        """Unary. Newest first. INVALID_ARGUMENT for a state this API does not define."""
 
     @_abc_1.abstractmethod
     def CancelJob(

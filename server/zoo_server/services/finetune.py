@@ -10,7 +10,7 @@ import grpc
 from zoo.errors import InvalidInputError
 from zoo_api.v1 import common_pb2, finetune_pb2, finetune_pb2_grpc
 from zoo_server.datasets import DatasetStore, Header
-from zoo_server.jobs import HYPERPARAMETERS, JobManager
+from zoo_server.jobs import HYPERPARAMETERS, JobManager, state_filter
 from zoo_server.metrics import Metrics
 
 
@@ -81,6 +81,11 @@ class FineTuneService(finetune_pb2_grpc.FineTuneServiceServicer):
         job = self.jobs.create(request.base.name, request.dataset_id, hp, request.output_name)
         return job_proto(job)
 
+    def DeleteDataset(self, request: finetune_pb2.DeleteDatasetRequest, context: Any
+                      ) -> finetune_pb2.DeleteDatasetResponse:
+        row = self.datasets.delete(request.dataset_id)
+        return finetune_pb2.DeleteDatasetResponse(dataset_id=row["id"], size=row["size"])
+
     def GetJob(self, request: finetune_pb2.GetJobRequest, context: Any) -> finetune_pb2.Job:
         return job_proto(self.jobs.get(request.job_id))
 
@@ -88,7 +93,7 @@ class FineTuneService(finetune_pb2_grpc.FineTuneServiceServicer):
                  ) -> finetune_pb2.ListJobsResponse:
         if request.limit < 0:
             raise InvalidInputError(f"limit must be 0 (100) or positive, got {request.limit}")
-        state = finetune_pb2.JobState.Name(request.state) if request.state else None
+        state = state_filter(request.state, {v: k for k, v in finetune_pb2.JobState.items()})
         jobs = self.jobs.list(state, min(request.limit or 100, 1000))
         return finetune_pb2.ListJobsResponse(jobs=[job_proto(j) for j in jobs])
 

@@ -15,6 +15,7 @@ from zoo.hub.spec import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_EMBEDDI
 from zoo_api.v1 import common_pb2, models_pb2, models_pb2_grpc
 from zoo_server.loaders import kind_for
 from zoo_server.manager import ModelManager
+from zoo_server.paths import public_path
 from zoo_server.services import deadline_of
 from zoo_server.store import REGISTRY, ModelStore, Resolved
 
@@ -106,7 +107,7 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         resolved = self.store.resolve(request.model.name, request.model.version)
         if resolved.path is not None:
             yield models_pb2.FetchModelProgress(file="model.keras", done=True,
-                                                path=str(resolved.path))
+                                                path=public_path(resolved.path, self.store.home))
             return
         from zoo.hub.fetch import fetch_asset, fetch_weights
 
@@ -138,7 +139,8 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
                 if spec.is_image and not request.no_top:
                     fetch_asset("imagenet_class_index", progress=report("imagenet_class_index"))
                 progress.put(models_pb2.FetchModelProgress(
-                    file=label, bytes_done=size, bytes_total=size, done=True, path=str(path)))
+                    file=label, bytes_done=size, bytes_total=size, done=True,
+                    path=public_path(path, self.store.home)))
             except BaseException as e:
                 progress.put(e)
 
