@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.errors import InvalidInputError
+from zoo.errors import InvalidInputError, ModelNotFoundError
 from zoo.spec import TEXT_CLASSIFICATION
 from zoo_server.oip import signatures
 from zoo_server.oip.interface import Call, ModelMetadata
@@ -81,7 +81,10 @@ class ZooBackend:
         return self._ready()
 
     def model_ready(self, name: str, version: str) -> bool:
-        resolved = self.resolve(name, version)
+        try:
+            resolved = self.resolve(name, version)
+        except ModelNotFoundError:
+            return False  # no such model is, in particular, not ready
         kind = _MANAGER_KIND[self.signature(resolved).kind]
         return self.manager.batcher(kind, resolved) is not None
 

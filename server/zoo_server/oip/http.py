@@ -13,7 +13,7 @@ Health answers 200 for true and a 4xx for false, as the protocol says (400, as T
 Errors are `{"error": "..."}` with the HTTP status that Google's API guidelines give the
 gRPC code of the same error (the one status table in zoo_server.errors), so both
 protocols report a failure alike: 400 bad input, 404 unknown model, 429 queue full, 503
-loading or draining, 401 without the bearer token. Requests run in worker threads (at most
+loading or draining, 401 without the bearer token (and 413 for a body over the limit). Requests run in worker threads (at most
 `threads` at once), the event loop only moves bytes. `routes` and `build_app` let other
 pages (a web UI, a JSON mirror of zoo.v1) share the app, its auth and its server.
 """
@@ -151,6 +151,8 @@ class OipHttp:
         name, version = request.path_params["name"], request.path_params.get("version", "")
         try:
             body = await self._body(request)
+        except UploadTooLargeError as e:  # HTTP has its own status for this
+            return JSONResponse({"error": str(e)}, 413)
         except Exception as e:
             return error_response(e)
         header = request.headers.get(tensors.HEADER_LENGTH)
