@@ -51,6 +51,7 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # Operations.
+    http_port: int | None = None  # Open Inference Protocol over HTTP; None: off, 0: any port
     metrics_port: int | None = None  # Prometheus /metrics; None: off, 0: any free port
     metrics_host: str = DEFAULT_HOST
     grace_s: float = 10.0  # graceful shutdown: in-flight calls get this long to finish
@@ -68,6 +69,8 @@ class ServerConfig:
             (self.max_upload_mb >= 1, "max_upload_mb must be at least 1"),
             (self.max_jobs >= 0, "max_jobs must be 0 (no training) or more"),
             (self.rpc_threads >= 1, "rpc_threads must be at least 1"),
+            (self.http_port is None or 0 <= self.http_port <= 65535,
+             "http_port must be a port number (0: any free port)"),
             ((self.tls_cert is None) == (self.tls_key is None),
              "TLS needs both --tls-cert and --tls-key"),
             (self.log_level.lower() in ("debug", "info", "warning", "error"),
@@ -118,7 +121,7 @@ class ServerConfig:
 _INTS = {"max_batch_size", "max_queue", "batch_threads", "memory_budget_mb", "decode_threads",
          "intra_op_threads", "inter_op_threads", "max_message_mb", "max_image_pixels",
          "max_upload_mb", "max_extract_mb", "max_extract_files", "max_concurrent_rpcs",
-         "rpc_threads", "max_jobs", "metrics_port"}
+         "rpc_threads", "max_jobs", "http_port", "metrics_port"}
 _FLOATS = {"max_queue_delay_ms", "load_wait_s", "job_stop_s", "grace_s"}
 
 

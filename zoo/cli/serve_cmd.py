@@ -21,6 +21,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "gracefully on SIGTERM/SIGINT.")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, help="port (default 50051; 0: any free port)")
+    p.add_argument("--http-port", type=int,
+                   help="also serve the Open Inference Protocol (KServe v2) over HTTP/REST on "
+                        "this port (default off; 0: any free port); gRPC has it on --port")
     p.add_argument("--home", type=Path, help="cache, model store, datasets, jobs and server.db "
                                              "(default: $ZOO_HOME, else ~/.cache/zoo)")
     p.add_argument("--preload", nargs="+", metavar="NAME", help="load (and warm up) these "
@@ -67,7 +70,7 @@ CONFIG_FLAGS = ("max_batch_size", "max_queue_delay_ms", "max_queue", "batch_thre
                 "memory_budget_mb", "decode_threads", "intra_op_threads", "inter_op_threads",
                 "rpc_threads", "max_message_mb", "max_image_pixels", "max_upload_mb",
                 "max_extract_mb", "max_extract_files", "max_jobs", "token", "tls_cert",
-                "tls_key", "metrics_port", "metrics_host", "grace_s", "log_level")
+                "tls_key", "http_port", "metrics_port", "metrics_host", "grace_s", "log_level")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from zoo_server.server import address_of, check_free, serve
 
     check_free(address_of(host, port))  # bad settings and a taken port fail before TF loads
+    if config.http_port is not None:
+        check_free(address_of(host, config.http_port), "--http-port")
     from zoo.quiet import import_tensorflow
 
     import_tensorflow()
