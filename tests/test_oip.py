@@ -35,6 +35,7 @@ GRPC_CLIENTS = ("triton-grpc", "kserve-grpc")
 HTTP_CLIENTS = ("triton-http", "kserve-rest")
 CLIENTS = GRPC_CLIENTS + HTTP_CLIENTS
 TOKEN = "oip-token"
+TEXTS = ["a cat sits on the mat", "stock markets fell sharply"]
 NOT_FOUND = {"triton-grpc": "StatusCode.NOT_FOUND", "kserve-grpc": "StatusCode.NOT_FOUND",
              "triton-http": "404", "kserve-rest": "404"}
 INVALID = {"triton-grpc": "StatusCode.INVALID_ARGUMENT",
@@ -141,8 +142,11 @@ def data(served) -> dict[str, Any]:
         "bad_image": {"op": "infer", "model": TINY, "input": image_input([root / "bad.jpg"])},
         "unknown_output": {"op": "infer", "model": TINY, "input": image_input(photos[:1]),
                            "outputs": ["logits"]},
+        "text": {"op": "infer", "model": "minilm_l6_v2", "input": {
+            "name": "text", "datatype": "BYTES", "shape": [len(TEXTS)], "data": TEXTS}},
+        "text_metadata": {"op": "model_metadata", "model": "minilm_l6_v2"},
     }
-    metadata_ops = {"server_metadata", "model_metadata", "unknown_metadata"}
+    metadata_ops = {"server_metadata", "model_metadata", "unknown_metadata", "text_metadata"}
     observed: dict[str, dict[str, Any]] = {}
     for kind in CLIENTS:
         url = f"127.0.0.1:{server.event('serving')['http_port'] if kind in HTTP_CLIENTS else server.port}"
@@ -151,8 +155,11 @@ def data(served) -> dict[str, Any]:
             names = [k for k in names if k != "pixels_json"] + ["pixels_json"]
         results = drive(kind, url, [ops[k] for k in names])
         observed[kind] = dict(zip(names, results, strict=True))
-    return {"expected": expected, "observed": observed, "photos": photos,
-            "batches": batch_count(server) - batches_before}
+    batches = batch_count(server) - batches_before
+    embedded = stubs.inference.Embed(inference_pb2.EmbedRequest(model=spec("minilm_l6_v2"),
+                                                                 texts=TEXTS))
+    return {"expected": expected, "observed": observed, "photos": photos, "batches": batches,
+            "embeddings": np.array([e.values for e in embedded.embeddings])}
 
 
 def batch_count(server: ServerProcess) -> float:
@@ -266,6 +273,21 @@ def test_errors_map_to_the_protocols_codes(data, kind):
         failure = error(seen, key)
         assert failure["status"] == INVALID[kind], (key, failure)
         assert words in failure["message"], (key, failure)
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_text_encoder_gives_embed_vectors(data, kind):
+    seen = data["observed"][kind]
+    answer = value(seen, "text")
+    assert list(answer["outputs"]) == ["embedding"]
+    vectors = answer["outputs"]["embedding"]
+    assert vectors["shape"] == [2, 384]
+    np.testing.assert_allclose(np.reshape(vectors["data"], (2, 384)), data["embeddings"],
+                               atol=1e-4)
+    if kind.startswith("triton"):  # the dimension shows once the model has answered
+        meta = value(seen, "text_metadata")
+        assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [("text", "BYTES")]
+        assert [int(d) for d in meta["outputs"][0]["shape"]] == [-1, 384]
 
 
 def test_both_protocols_share_the_models_batcher(served, data):
