@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,8 @@ def served(pretrained_tiny, tmp_path_factory):
     finally:
         stubs.close()
         assert server.stop() == 0, "".join(server.raw[-20:])
+        assert not any(e.get("level") == "error" for e in server.lines), server.lines
+        assert [e.get("event") for e in server.lines][-2:] == ["shutting_down", "stopped"]
 
 
 @pytest.fixture(scope="module")
@@ -342,5 +345,11 @@ def test_token_and_tls_on_both_protocols(pretrained_tiny, tmp_path):
                 assert "bearer token" in result["error"]["message"]
             assert "invalid bearer token" in seen[4]["error"]["message"]
             assert value(dict(enumerate(seen)), 8)["outputs"]["top_index"]["shape"] == [1, 5]
+        busy = subprocess.run([sys.executable, "-m", "zoo.cli.main", "serve", "--port", "0",
+                               "--http-port", str(server.event("serving")["http_port"]),
+                               "--home", str(tmp_path / "other")],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert busy.returncode == 1 and "cannot listen" in busy.stderr
+        assert "--http-port" in busy.stderr and len(busy.stderr.strip().splitlines()) == 1
     finally:
         assert server.stop() == 0, "".join(server.raw[-20:])
