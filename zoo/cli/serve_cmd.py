@@ -16,9 +16,10 @@ from pathlib import Path
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "serve", help="run the gRPC server: inference, fine-tune jobs, model store",
-        description="Serve every model in the zoo over gRPC (zoo.v1), fine-tune new ones on "
-                    "uploaded data and serve each result as soon as it is trained. Stops "
-                    "gracefully on SIGTERM/SIGINT.")
+        description="Serve every model in the zoo over gRPC (zoo.v1, and the Open Inference "
+                    "Protocol that Triton and KServe clients speak; over HTTP too with "
+                    "--http-port), fine-tune new ones on uploaded data and serve each result "
+                    "as soon as it is trained. Stops gracefully on SIGTERM/SIGINT.")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, help="port (default 50051; 0: any free port)")
     p.add_argument("--http-port", type=int,
