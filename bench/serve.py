@@ -10,12 +10,18 @@ behind a local folder mirror; there is no internet here):
       two in-process callers are printed beside (a) for reference, not used in the goal
   (b) Zoo's server (`zoo serve`, a separate process) with 1, 8 and 32 concurrent clients,
       one image per Classify call, one channel per client thread
+  (b') the same server and load through the Open Inference Protocol: tritonclient.grpc,
+      unchanged, one JPEG per ModelInfer as input `image` (BYTES [1, 1]), asking for
+      top_index/top_score/top_label with top_k 5 (what Classify returns), one client object
+      (its own channel) per thread. tritonclient pins protobuf < 7, so this load runs in a
+      subprocess under the OIP client venv (.venv-oip, `make oip-clients`); for the ratio,
+      the zoo.v1 load runs from a subprocess too, in alternating pairs
   (c) a naive gRPC server, the same proto, whose Classify decodes the image and calls
       `model.predict` per request (the simplest servicer that works), same client loads
 
-Goals: (b) at 32 clients >= 0.85 x (a); (b) >= 3 x (c) at the same load; p50 of (b) at 1
-client within 10 ms of (a)'s single-image call. Clients run in this process and share the
-machine's cores with the server, as local clients would.
+Goals: (b) at 32 clients >= 0.85 x (a); (b') >= 0.95 x (b) at 32 clients; (b) >= 3 x (c) at
+the same load; p50 of (b) at 1 client within 10 ms of (a)'s single-image call. Clients run
+on this machine and share its cores with the server, as local clients would.
 
 Throughput counts the calls that complete inside the measured window (after a warm-up), so
 calls in flight at its edges are not lost. On a small shared machine the CPU speed drifts
@@ -25,7 +31,7 @@ the figure to trust. The server's /metrics add the mean batch size and the image
 compiled calls.
 
     .venv/bin/python bench/serve.py [--seconds 8] [--clients 1 8 32] [--pairs 5]
-                                    [--server-args "--max-batch-size 16 ..."]
+                                    [--server-args "--max-batch-size 16 ..."] [--skip-oip]
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODEL = "mobilenet_v2"
+OIP_PYTHON = ROOT / ".venv-oip" / "bin" / "python"
 
 
 # --- inputs and weights ----------------------------------------------------------------------
@@ -167,25 +174,58 @@ def in_process(model: InProcess, seconds: float) -> dict[str, object]:
 # --- clients ---------------------------------------------------------------------------------
 
 
-def load(target: str, images: list[bytes], clients: int, seconds: float,
-         warmup: float = 2.0) -> dict[str, float]:
-    """`clients` threads, each on its own channel, one image per Classify, for `seconds`."""
+def zoo_caller(target: str, images: list[bytes]) -> tuple[Any, Any]:
+    """(classify one image by index, close): zoo.v1 Classify on a channel of its own."""
     import grpc
-    import numpy as np
 
     from zoo_api.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
+    channel = grpc.insecure_channel(target)
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    requests = [inference_pb2.ClassifyRequest(model=common_pb2.ModelSpec(name=MODEL),
+                                              images=[img], top_k=5) for img in images]
+    return (lambda n: stub.Classify(requests[n % len(requests)], timeout=60)), channel.close
+
+
+def oip_caller(target: str, images: list[bytes]) -> tuple[Any, Any]:
+    """(classify one image by index, close): tritonclient.grpc's ModelInfer, the JPEG as
+    input `image`, the top-5 as outputs (only under the OIP client venv)."""
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(target)
+    inputs = []
+    for img in images:
+        tensor = triton.InferInput("image", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[img]], dtype=object))
+        inputs.append([tensor])
+    outputs = [triton.InferRequestedOutput(name)
+               for name in ("top_index", "top_score", "top_label")]
+    parameters = {"top_k": 5}
+
+    def call(n: int) -> Any:
+        return client.infer(MODEL, inputs[n % len(inputs)], outputs=outputs,
+                            parameters=parameters, client_timeout=60)
+
+    return call, client.close
+
+
+def load(target: str, images: list[bytes], clients: int, seconds: float,
+         warmup: float = 2.0, protocol: str = "zoo") -> dict[str, float]:
+    """`clients` threads, each on its own channel, one image per call (zoo.v1 Classify, or
+    OIP ModelInfer through tritonclient), for `seconds`."""
+    import numpy as np
+
+    caller = {"zoo": zoo_caller, "oip": oip_caller}[protocol]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0]
     start_line = threading.Barrier(clients + 1)
     window: dict[str, float] = {}
 
     def client(i: int) -> None:
-        with grpc.insecure_channel(target) as channel:
-            stub = inference_pb2_grpc.InferenceServiceStub(channel)
-            requests = [inference_pb2.ClassifyRequest(model=common_pb2.ModelSpec(name=MODEL),
-                                                      images=[img], top_k=5) for img in images]
-            stub.Classify(requests[i % len(requests)], timeout=60)  # connect
+        call, close = caller(target, images)
+        try:
+            call(i)  # connect
             start_line.wait()
             n = i
             while True:
@@ -193,13 +233,15 @@ def load(target: str, images: list[bytes], clients: int, seconds: float,
                 if t >= window["end"]:
                     return
                 try:
-                    stub.Classify(requests[n % len(requests)], timeout=60)
-                except grpc.RpcError:
+                    call(n)
+                except Exception:  # grpc.RpcError, tritonclient's InferenceServerException
                     errors[0] += 1
                 done = time.perf_counter()
                 if window["start"] <= done <= window["end"]:  # completions in the window
                     latencies[i].append(done - t)
                 n += clients
+        finally:
+            close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -215,6 +257,21 @@ def load(target: str, images: list[bytes], clients: int, seconds: float,
     return {"clients": clients, "rate": len(flat) / seconds,
             "p50_ms": float(np.percentile(flat, 50)) * 1e3,
             "p99_ms": float(np.percentile(flat, 99)) * 1e3, "errors": errors[0]}
+
+
+def remote_load(protocol: str, target: str, image_dir: Path, clients: int, seconds: float,
+                warmup: float = 1.0) -> dict[str, float]:
+    """`load` in a subprocess: OIP under the OIP client venv (tritonclient pins protobuf
+    < 7), zoo.v1 under this interpreter, so both loads run alike."""
+    python = str(OIP_PYTHON) if protocol == "oip" else sys.executable
+    run = subprocess.run(
+        [python, __file__, "--load", protocol, "--target", target, "--image-dir",
+         str(image_dir), "--clients", str(clients), "--seconds", str(seconds), "--warmup",
+         str(warmup)], capture_output=True, text=True, timeout=seconds + warmup + 300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "client") if protocol == "zoo" else ""})
+    if run.returncode != 0:
+        raise RuntimeError(f"the {protocol} load failed:\n{run.stderr[-2000:]}")
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
 
 
 def free_port() -> int:
@@ -327,18 +384,39 @@ def main() -> None:
                         help="alternating (a)/(b) rounds for the load-robust ratio")
     parser.add_argument("--pair-seconds", type=float, default=6.0,
                         help="measured seconds of each side of a pair")
+    parser.add_argument("--skip-oip", action="store_true",
+                        help="leave out (b'), the Open Inference Protocol load")
     parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--naive-workers", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--load", choices=["zoo", "oip"], help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--image-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
         naive_server(args.naive_server, args.naive_workers)
+        return
+    if args.load:  # a load subprocess (remote_load): one level, its row as JSON
+        files = sorted(args.image_dir.iterdir())
+        row = load(args.target, [f.read_bytes() for f in files], args.clients[0], args.seconds,
+                   warmup=args.warmup, protocol=args.load)
+        print(json.dumps(row))
         return
 
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-serve-"))
     settings = mirror(work)
     os.environ.update(settings)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The checkout's zoo, zoo_server and zoo_client, not whatever copy is installed.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        str(p) for p in (ROOT, ROOT / "client", ROOT / "server"))}
     images = jpegs(args.images)
+    image_dir = work / "images"  # for the load subprocesses
+    image_dir.mkdir()
+    for i, data in enumerate(images):
+        (image_dir / f"{i:03d}.jpg").write_bytes(data)
+    oip = not args.skip_oip and OIP_PYTHON.exists()
+    if not args.skip_oip and not oip:
+        print(f"(b') skipped: no OIP client venv at {OIP_PYTHON} (`make oip-clients` makes it)")
     import zoo
 
     zoo.fetch_weights(MODEL)  # every side reads the same cached file
@@ -361,14 +439,32 @@ def main() -> None:
                "--metrics-port", str(metrics_port), "--preload", MODEL,
                *shlex.split(args.server_args)]
     pairs: list[tuple[float, float]] = []
+    oip_rows: list[dict[str, float]] = []
+    oip_pairs: list[tuple[float, float]] = []  # (zoo.v1, OIP) images/s
     top = max(args.clients)
 
     def paired(target: str) -> None:
         """(a) at its best batch and (b) at the most clients, alternating: on a machine
-        shared with other work, each pair sees the same background load."""
+        shared with other work, each pair sees the same background load. Then (b') at each
+        level, and (b)/(b') in alternating pairs, both loads from subprocesses."""
         for _ in range(args.pairs):
             pairs.append((model.rate(int(a["best_batch"]), args.pair_seconds),  # type: ignore[call-overload]
                           load(target, images, top, args.pair_seconds, warmup=1.0)["rate"]))
+        if not oip:
+            return
+        for n in args.clients:
+            start = batch_stats(metrics_port)
+            row = remote_load("oip", target, image_dir, n, args.seconds, warmup=2.0)
+            inputs, batches, busy = (e - s for e, s in zip(batch_stats(metrics_port), start,
+                                                           strict=True))
+            if batches:
+                row["mean_batch"], row["model_rate"] = inputs / batches, inputs / busy
+            oip_rows.append(row)
+        for i in range(args.pairs):
+            order = ("zoo", "oip") if i % 2 == 0 else ("oip", "zoo")
+            rates = {p: remote_load(p, target, image_dir, top, args.pair_seconds)["rate"]
+                     for p in order}
+            oip_pairs.append((rates["zoo"], rates["oip"]))
 
     b = serve_and_load(zoo_cmd, env, port, images, args.clients, args.seconds, work / "zoo.log",
                        metrics_port, after=paired)
@@ -381,7 +477,8 @@ def main() -> None:
 
     print(f"\n{'':24}{'clients':>8}{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
           f"{'batch':>7}{'in-call img/s':>15}")
-    for name, rows in (("(b) zoo serve", b), ("(c) naive predict()", c)):
+    for name, rows in (("(b) zoo serve", b), ("(b') OIP gRPC, triton", oip_rows),
+                       ("(c) naive predict()", c)):
         for row in rows:
             extra = (f"{row['mean_batch']:>7.1f}{row['model_rate']:>15.1f}"
                      if "mean_batch" in row else "")
@@ -396,6 +493,12 @@ def main() -> None:
               + ", ".join(f"{rb:.1f}/{ra:.1f}" for ra, rb in pairs))
     print(f"(b)@{top_b['clients']} / (a), measured minutes apart = "
           f"{top_b['rate'] / a['best']:.2f}")  # type: ignore[operator]
+    if oip_pairs:
+        ratios = sorted(rb2 / rb for rb, rb2 in oip_pairs)
+        print(f"(b')@{top} / (b)@{top} = {ratios[len(ratios) // 2]:.2f} (goal >= 0.95): OIP "
+              f"gRPC (tritonclient) / zoo.v1, median of {len(oip_pairs)} alternating pairs, "
+              "both loads from subprocesses, images/s "
+              + ", ".join(f"{rb2:.1f}/{rb:.1f}" for rb, rb2 in oip_pairs))
     for row_b, row_c in zip(b, c, strict=False):
         print(f"(b)/(c) at {row_b['clients']} clients = {row_b['rate'] / row_c['rate']:.1f}x "
               "(goal >= 3)")

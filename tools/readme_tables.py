@@ -25,7 +25,7 @@ from zoo_server.config import env_var, settings  # noqa: E402
 
 
 def _default(value: object) -> str:
-    if value is None:
+    if value is None or value is False:
         return "off"
     if isinstance(value, tuple):
         return "none" if not value else " ".join(map(str, value))

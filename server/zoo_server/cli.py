@@ -17,9 +17,10 @@ from typing import Any
 from zoo.errors import ZooError
 from zoo_server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, parse, settings, value_type
 
-DESCRIPTION = ("Serve every model in the zoo over gRPC (zoo.v1), fine-tune new ones on uploaded "
-               "data and serve each result as soon as it is trained. Stops gracefully on "
-               "SIGTERM/SIGINT.")
+DESCRIPTION = ("Serve every model in the zoo over gRPC (zoo.v1, and the Open Inference Protocol "
+               "that Triton and KServe clients speak; over HTTP too with --http-port), fine-tune "
+               "new ones on uploaded data and serve each result as soon as it is trained. Stops "
+               "gracefully on SIGTERM/SIGINT.")
 
 
 def flag_of(f: Any) -> str:
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     config.check_exposure(host)  # bad settings and a taken port fail before TF loads
     check_free(address_of(host, port))
+    if config.http_port is not None:
+        check_free(address_of(host, config.http_port), "--http-port")
     from zoo.quiet import import_tensorflow
 
     import_tensorflow()

@@ -92,6 +92,9 @@ class ServerConfig:
                                      "a network you trust)", OPERATIONS)
     tls_cert: Path | None = _setting(None, "PEM certificate chain (with --tls-key)", OPERATIONS)
     tls_key: Path | None = _setting(None, "PEM private key", OPERATIONS)
+    http_port: int | None = _setting(None, "serve HTTP on this port: the Open Inference "
+                                           "Protocol's REST API (KServe v2) and the web page "
+                                           "(0: any free port)", OPERATIONS)
     metrics_port: int | None = _setting(None, "serve Prometheus /metrics on this port (0: any "
                                               "free port)", OPERATIONS)
     metrics_host: str = _setting(DEFAULT_HOST, "address for /metrics", OPERATIONS)
@@ -121,6 +124,8 @@ class ServerConfig:
             (self.job_stop_s > 0, "job_stop_s must be positive"),
             (self.rpc_threads >= 1, "rpc_threads must be at least 1"),
             (self.grace_s >= 0, "grace_s must be 0 or more"),
+            (self.http_port is None or 0 <= self.http_port <= 65535,
+             "http_port must be a port number (0: any free port)"),
             ((self.tls_cert is None) == (self.tls_key is None),
              "TLS needs both --tls-cert and --tls-key"),
             (self.log_level.lower() in LOG_LEVELS,

@@ -150,19 +150,22 @@ def generic_handler(service: ServiceDescriptor, servicer: Any, metrics: Metrics 
 
 
 class TokenAuth(grpc.ServerInterceptor):
-    """Every call needs `authorization: Bearer <token>`, except the health service (load
-    balancers and orchestrators probe it without credentials). Compared in constant time."""
+    """Every call needs `authorization: Bearer <token>`, except the health service and
+    `open_methods` (load balancers and orchestrators probe them without credentials).
+    Compared in constant time."""
 
     OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
-    def __init__(self, token: str, metrics: Metrics | None = None):
+    def __init__(self, token: str, metrics: Metrics | None = None,
+                 open_methods: tuple[str, ...] = ()):
         self._expected = f"Bearer {token}".encode()
         self._metrics = metrics
+        self._open = self.OPEN_PREFIXES + open_methods
 
     def intercept_service(self, continuation: Callable[..., Any],
                           details: grpc.HandlerCallDetails) -> Any:
         method = details.method
-        if method.startswith(self.OPEN_PREFIXES):
+        if method.startswith(self._open):
             return continuation(details)
         supplied = b""
         for key, value in details.invocation_metadata or ():

@@ -120,11 +120,11 @@ class Inference:
         prepared as decoded images are."""
         with self.manager.use(kind, resolved, deadline) as loaded:
             assert loaded.size is not None and loaded.prepare is not None
-            for i, image in enumerate(pixels):
+            for image in pixels:
                 if image.shape != (*loaded.size, 3):
                     raise InvalidInputError(
-                        f"pixels[{i}] has shape {list(image.shape)}; {resolved.describe()} "
-                        f"takes {[*loaded.size, 3]}")
+                        f"{resolved.describe()} takes pixels of {loaded.size[0]}x"
+                        f"{loaded.size[1]}, got {'x'.join(map(str, image.shape[:2]))}")
             inputs = [loaded.prepare(np.asarray(image, np.float32)) for image in pixels]
             future = loaded.batcher.submit(inputs, deadline, is_active)
             return loaded, wait_result(future, deadline)

@@ -39,6 +39,9 @@ from zoo_server.loaders import kind_for
 from zoo_server.logs import log_event
 from zoo_server.manager import ModelManager
 from zoo_server.metrics import Metrics
+from zoo_server.oip import grpc_service as oip_grpc
+from zoo_server.oip.backend import ZooBackend
+from zoo_server.oip.http import HttpServer, OipHttp, build_app
 from zoo_server.paths import PathScrubber
 from zoo_server.services.finetune import FineTuneService
 from zoo_server.services.inference import InferenceService
@@ -49,11 +52,12 @@ SERVICES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelService"],
     inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
     finetune_pb2.DESCRIPTOR.services_by_name["FineTuneService"],
+    oip_grpc.SERVICE,  # the Open Inference Protocol (inference.GRPCInferenceService)
 )
 SERVICE_NAMES = tuple(s.full_name for s in SERVICES)
 
 
-def check_free(address: str) -> None:
+def check_free(address: str, flag: str = "--port") -> None:
     """Fail with one clear line when the port is taken (gRPC's own failure is a C++ log line
     and a RuntimeError)."""
     host, _, port = address.rpartition(":")
@@ -67,7 +71,7 @@ def check_free(address: str) -> None:
             probe.bind((host or "0.0.0.0", int(port)))
         except OSError as e:
             raise ServerError(f"cannot listen on {address}: {e.strerror}; is another server "
-                              "running there? (--port)") from None
+                              f"running there? ({flag})") from None
 
 
 def _configure_tensorflow(config: ServerConfig) -> None:
@@ -102,6 +106,8 @@ class ZooServer:
         self.scrub = PathScrubber(home, zoo_config.hf_cache_dir())
         self.manager = ModelManager(config, self.metrics)
         self.inference = Inference(config, self.store, self.manager)
+        self._serving = threading.Event()  # up and not draining: OIP's ServerReady
+        self.oip = ZooBackend(self.inference, self._serving.is_set)
         self.jobs = JobManager(home, self.db, self.store, self.datasets, config)
         self.metrics.watch_jobs(self.jobs.counts)
         self.health = health.HealthServicer(
@@ -113,13 +119,15 @@ class ZooServer:
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail to bind
         ]
         interceptors: list[grpc.ServerInterceptor] = (
-            [TokenAuth(config.token, self.metrics)] if config.token else [])
+            [TokenAuth(config.token, self.metrics, oip_grpc.OPEN_METHODS)] if config.token
+            else [])
         self.grpc = grpc.server(
             ThreadPoolExecutor(config.rpc_threads, thread_name_prefix="rpc"),
             interceptors=interceptors, options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs)
         servicers = (ModelService(self.store, self.manager), InferenceService(self.inference),
-                     FineTuneService(self.datasets, self.jobs, self.metrics))
+                     FineTuneService(self.datasets, self.jobs, self.metrics),
+                     oip_grpc.GRPCInferenceService(self.oip))
         self.grpc.add_generic_rpc_handlers(
             tuple(generic_handler(d, s, self.metrics, self.scrub)
                   for d, s in zip(SERVICES, servicers, strict=True)))
@@ -127,6 +135,9 @@ class ZooServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         self.port = 0
+        self.host = "127.0.0.1"
+        self.http: HttpServer | None = None
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self._stopped = threading.Event()
@@ -147,6 +158,7 @@ class ZooServer:
         if not port:
             raise ServerError(f"cannot listen on {address}")
         self.port = port
+        self.host = address.rpartition(":")[0].strip("[]") or "0.0.0.0"
         return port
 
     def start(self) -> None:
@@ -161,9 +173,21 @@ class ZooServer:
         self.datasets.start_expiry()
         for name in self.config.preload:
             self.preload(name)
+        if self.config.http_port is not None:
+            self.start_http(self.config.http_port)
         self.grpc.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._serving.set()
+
+    def start_http(self, port: int) -> None:
+        """The Open Inference Protocol over HTTP, on the same backend, token and TLS."""
+        api = OipHttp(self.oip, max_body_bytes=self.config.max_message_bytes,
+                      threads=self.config.rpc_threads, metrics=self.metrics)
+        self.http = HttpServer(build_app(api.routes, token=self.config.token), self.host, port,
+                               tls_cert=self.config.tls_cert, tls_key=self.config.tls_key,
+                               grace_s=self.config.grace_s)
+        self.http_port = self.http.start()
 
     def preload(self, name: str) -> None:
         resolved = self.store.resolve(name)
@@ -175,10 +199,17 @@ class ZooServer:
         if self._stopped.is_set():
             return
         grace = self.config.grace_s if grace is None else grace
+        self._serving.clear()
         self.health.enter_graceful_shutdown()
         jobs = threading.Thread(target=self.jobs.shutdown, name="jobs-shutdown")
         jobs.start()
+        http = threading.Thread(target=self.http.stop, args=(grace,), name="http-shutdown"
+                                ) if self.http is not None else None
+        if http is not None:
+            http.start()
         self.grpc.stop(grace).wait()
+        if http is not None:
+            http.join()
         jobs.join()
         self.datasets.close()
         self.manager.close()
@@ -241,7 +272,7 @@ def serve(host: str, port: int, *, home: str | Path | None = None,
     server, bound = create_server(address_of(host, port), home=home, config=config)
     log_event("serving", address=address_of(host, bound), port=bound, home=str(server.home),
               tls=config.tls_cert is not None, auth=config.token is not None,
-              insecure=config.insecure,
+              insecure=config.insecure, http_port=server.http_port,
               metrics_port=server.metrics_port, max_batch_size=config.max_batch_size,
               max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs)
     while not stop.wait(0.5):

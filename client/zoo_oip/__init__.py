@@ -1,0 +1,1 @@
+"""Open Inference Protocol (KServe v2) gRPC code, generated from proto/oip (make proto)."""
