@@ -435,13 +435,18 @@ def test_text_job_then_classify_text(served):
     assert response.model.name == "sentiment" and response.model.version == 1
     assert [r.predictions[0].label for r in response.results[:2]] == ["positive", "negative"]
     assert response.truncated == 1
+    # The default top_k of a 2-class model is 2, and a larger one is clamped to it.
+    for top_k in (0, 3):
+        answer = stubs.inference.ClassifyText(inference_pb2.ClassifyTextRequest(
+            model=spec("sentiment"), texts=["ok"], top_k=top_k))
+        assert len(answer.results[0].predictions) == 2
     info = stubs.models.GetModel(models_pb2.GetModelRequest(model=spec("sentiment"))).model
     assert info.task == 3 and list(info.labels) == ["negative", "positive"]  # TEXT_CLASSIFICATION
     for request, code in [
         (inference_pb2.ClassifyTextRequest(model=spec("sentiment")), "INVALID_ARGUMENT"),
         (inference_pb2.ClassifyTextRequest(model=spec("sentiment"), texts=["ok", " "]),
          "INVALID_ARGUMENT"),
-        (inference_pb2.ClassifyTextRequest(model=spec("sentiment"), texts=["ok"], top_k=3),
+        (inference_pb2.ClassifyTextRequest(model=spec("sentiment"), texts=["ok"], top_k=-1),
          "INVALID_ARGUMENT"),
         (inference_pb2.ClassifyTextRequest(model=spec("sentiment", 2), texts=["ok"]),
          "NOT_FOUND"),

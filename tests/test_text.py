@@ -318,7 +318,7 @@ def tiny_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
     for name in ("bert_base_uncased", "distilbert_base_uncased"):
-        zoo.text.unload_encoder(name)
+        zoo.text.encoder.unload_encoder(name)
 
 
 def _written(kind: str, tmp_path: Path) -> dict[str, np.ndarray]:
