@@ -41,3 +41,12 @@ class NetworkError(ZooError):
 
 class CacheError(ZooError):
     """The cache cannot be written (read-only, full) and does not already hold the file."""
+
+
+class RuntimeUnavailableError(ZooError):
+    """The runtime asked for cannot run this model here: its package is not installed, the
+    CPU lacks what it needs, or it failed its parity gate against TensorFlow."""
+
+
+class ParityError(ZooError):
+    """A converted or exported model does not compute what the Keras model computes."""

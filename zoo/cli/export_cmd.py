@@ -1,0 +1,66 @@
+"""`zoo export MODEL --format openvino|onnx|savedmodel|litert --out DIR [--json]`.
+
+Writes an image model (a registry name or a fine-tuned model) in a format another runtime
+loads, checked against the Keras model on real probe images first (zoo.vision.export);
+prints where it went, what its input is, and the parity figures. A registry model's file
+takes preprocessed input, as the Keras model does; a fine-tuned model's takes raw pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from zoo.cli.output import print_json
+from zoo.quiet import import_tensorflow
+from zoo.vision.export import FORMATS  # imports no TensorFlow
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("export", help="write an image model for OpenVINO, ONNX, TF Serving "
+                                           "or LiteRT, checked against Keras")
+    p.add_argument("model", help="registry name, fine-tuned model folder, or recorded name")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder to write")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def image_model(name: str) -> tuple[Any, tuple[int, int], str | None]:
+    """(the Keras model, its input size, the preprocessing its input needs or None)."""
+    from zoo import finetuned
+    from zoo.errors import InvalidInputError
+    from zoo.models import load_model
+    from zoo.registry import get_spec
+
+    folder = finetuned.resolve(name)
+    if folder is not None:
+        meta = finetuned.read_meta(folder)
+        if meta.get("task") != "image-classification":
+            raise InvalidInputError(f"{name} is a {meta.get('task')} model; zoo export writes "
+                                    "image models")
+        return finetuned.load(folder), tuple(meta["input"]["size"]), None
+    spec = get_spec(name)
+    if not spec.is_image or spec.input.size is None:
+        raise InvalidInputError(f"{spec.name} is a {spec.task} model; zoo export writes image "
+                                "models")
+    return load_model(spec.name), spec.input.size, spec.input.preprocessing
+
+
+def run(args: argparse.Namespace) -> int:
+    import_tensorflow()
+    from zoo.imagenet import preprocess
+    from zoo.vision.export import export
+
+    model, size, mode = image_model(args.model)
+    result = export(model, args.format, args.out, size=size,
+                    prepare=(lambda pixels: preprocess(pixels, mode)) if mode else None)
+    takes = (f"float32 (N, {size[0]}, {size[1]}, 3), "
+             + (f"preprocessed ({mode} mode)" if mode else "RGB pixels 0..255"))
+    if args.json:
+        print_json({**result.to_dict(), "input": takes})
+        return 0
+    print(f"wrote {result.artifact}")
+    print(f"input   {takes}")
+    print(f"parity  {result.parity.summary()}: {result.parity.reason}")
+    return 0

@@ -1,0 +1,1 @@
+"""Image models: decoding, preprocessing, and the runtimes that run them forward."""
