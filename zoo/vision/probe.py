@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
-VARIATIONS_PER_PHOTO = 16  # whole frame, centre crop, its mirror, 13 random crops
+VARIATIONS_PER_PHOTO = 16  # whole frame, a centre crop, its mirror, 13 random crops
 DIGITS = 20
 SIZE = len(PHOTOS) * VARIATIONS_PER_PHOTO + DIGITS  # 100: one flip in 100 is 99 % agreement
 SEED = 17
@@ -44,8 +44,9 @@ def _variations(photo: Image.Image, size: tuple[int, int], rng: np.random.Genera
     target = size[::-1]
     w, h = photo.size
     short = min(w, h)
-    centre = photo.crop(((w - short) // 2, (h - short) // 2,
-                         (w - short) // 2 + short, (h - short) // 2 + short))
+    side = short * 4 // 5  # not the whole short side: a square photo's crop would be itself
+    centre = photo.crop(((w - side) // 2, (h - side) // 2,
+                         (w - side) // 2 + side, (h - side) // 2 + side))
     views = [photo, centre, centre.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     while len(views) < VARIATIONS_PER_PHOTO:
         side = int(rng.integers(short // 3, short + 1))
