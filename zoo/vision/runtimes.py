@@ -247,7 +247,7 @@ def select(requested: str, reference: ImageCall, candidates: Sequence[Candidate]
             passing.append(candidate)
         else:
             refused[candidate.name] = f"failed its {candidate.gate} parity gate: {result.reason}"
-            log.warning("runtime %s refused: %s", candidate.name, refused[candidate.name])
+            log.info("runtime %s refused: %s", candidate.name, refused[candidate.name])
     report = RuntimeReport(requested, requested, "", parity=figures, refused=refused,
                            conversion=conversion)
     if requested != AUTO:
