@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/finetune.py
 	$(PY) bench/embed.py
 	$(PY) bench/serve.py
+	$(PY) bench/runtimes.py
 
 # The gRPC API's Python code, generated from proto/ into the client package (which the
 # server imports too). CI checks it is fresh (tests/test_proto.py).

@@ -376,3 +376,12 @@ def test_zoo_export_command(weight_server, tmp_path: Path) -> None:
                            capture_output=True, text=True, env=zoo_cli_env(), timeout=240)
     assert again.returncode == 1
     assert again.stderr.strip().endswith("give --out a new folder or remove it")
+
+
+def test_zoo_export_refuses_a_text_model_in_one_line() -> None:
+    result = subprocess.run([*ZOO, "export", "minilm_l6_v2", "--format", "onnx", "--out",
+                             "unused"], capture_output=True, text=True, env=zoo_cli_env(),
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("zoo: error: minilm_l6_v2 is a text-embedding model; zoo export "
+                             "writes image models\n")

@@ -9,7 +9,7 @@ takes preprocessed input, as the Keras model does; a fine-tuned model's takes ra
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
 
 from zoo.cli.output import print_json
 from zoo.quiet import import_tensorflow
@@ -26,11 +26,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def image_model(name: str) -> tuple[Any, tuple[int, int], str | None]:
-    """(the Keras model, its input size, the preprocessing its input needs or None)."""
+def resolve(name: str) -> tuple[Path | None, tuple[int, int], str | None]:
+    """(a fine-tuned model's folder or None for a registry model, its input size, the
+    preprocessing its input needs or None); refuses text models before TensorFlow loads."""
     from zoo import finetuned
     from zoo.errors import InvalidInputError
-    from zoo.models import load_model
     from zoo.registry import get_spec
 
     folder = finetuned.resolve(name)
@@ -39,20 +39,24 @@ def image_model(name: str) -> tuple[Any, tuple[int, int], str | None]:
         if meta.get("task") != "image-classification":
             raise InvalidInputError(f"{name} is a {meta.get('task')} model; zoo export writes "
                                     "image models")
-        return finetuned.load(folder), tuple(meta["input"]["size"]), None
+        height, width = meta["input"]["size"]
+        return folder, (int(height), int(width)), None
     spec = get_spec(name)
     if not spec.is_image or spec.input.size is None:
         raise InvalidInputError(f"{spec.name} is a {spec.task} model; zoo export writes image "
                                 "models")
-    return load_model(spec.name), spec.input.size, spec.input.preprocessing
+    return None, spec.input.size, spec.input.preprocessing
 
 
 def run(args: argparse.Namespace) -> int:
+    folder, size, mode = resolve(args.model)
     import_tensorflow()
+    from zoo import finetuned
     from zoo.imagenet import preprocess
+    from zoo.models import load_model
     from zoo.vision.export import export
 
-    model, size, mode = image_model(args.model)
+    model = finetuned.load(folder) if folder is not None else load_model(args.model)
     result = export(model, args.format, args.out, size=size,
                     prepare=(lambda pixels: preprocess(pixels, mode)) if mode else None)
     takes = (f"float32 (N, {size[0]}, {size[1]}, 3), "
