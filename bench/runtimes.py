@@ -8,6 +8,10 @@ One process, one run, for MobileNetV2, ResNet50 and EfficientNetB0 at 224 px:
                  overlap >= 90 % on 100 real probe images)
   auto           what `--runtime auto` picks per batch size, from its own short measurement
 
+and phase-1 feature extraction as fine-tuning runs it (MobileNetV2 without its head at
+160 px, preprocessing inside, batches of 64, two in flight as zoo.finetuning's
+`_predict_all` runs them) through `tf` and through `openvino` (features are never bf16).
+
 Weights are random (there is no internet here for ImageNet weights), with BatchNorm
 statistics calibrated on photographs so that outputs differ from image to image and the
 top-1 comparison means something; a pretrained network's margins between classes are
@@ -107,6 +111,44 @@ def bench_model(name: str, rounds: int) -> dict[str, Any]:
     }
 
 
+def bench_features(rounds: int, images: int = 512, size: int = 160) -> dict[str, Any]:
+    """Phase-1 extraction img/s through tf and openvino, 2 batches of 64 in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import keras
+    import numpy as np
+
+    from zoo.vision import parity, runtimes
+    from zoo.vision.probe import probe_pixels
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
+                                          input_shape=(size, size, 3))
+    extractor = keras.Sequential([keras.Input((size, size, 3)),
+                                  keras.layers.Rescaling(1 / 127.5, offset=-1.0), base])
+    pixels = np.resize(probe_pixels((size, size)), (images, size, size, 3)).astype(np.float32)
+    batches = [pixels[i:i + 64] for i in range(0, images, 64)]
+    present = [r for r in (runtimes.TF, runtimes.OPENVINO) if r in runtimes.installed_runtimes()]
+    loaded = {name: runtimes.load_runtime(extractor, (size, size), name, outputs="features")
+              for name in present}
+
+    def extract(runtime: Any) -> np.ndarray:
+        with ThreadPoolExecutor(2) as pool:
+            return np.concatenate(list(pool.map(runtime, batches)))
+
+    features = {name: extract(runtime) for name, runtime in loaded.items()}  # warm-up
+    best = dict.fromkeys(loaded, float("inf"))
+    for _ in range(rounds):
+        for name, runtime in loaded.items():
+            started = time.perf_counter()
+            extract(runtime)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {"images": images, "size": size,
+            "img_per_s": {name: images / seconds for name, seconds in best.items()},
+            "max_relative_error": {name: parity.relative_error(features[runtimes.TF], out)
+                                   for name, out in features.items()}}
+
+
 def print_table(result: dict[str, Any]) -> None:
     tp, tf = result["throughput"], result["throughput"]["tf"]
     print(f"\n{result['model']} {result['size'][0]} px "
@@ -134,6 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-features", action="store_true", help="skip phase-1 extraction")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -164,8 +207,17 @@ def main() -> int:
         results.append(result)
         if not args.json:
             print_table(result)
+    features = None if args.no_features else bench_features(args.rounds)
     if args.json:
-        print(json.dumps({"machine": machine, "results": results}, indent=2, default=str))
+        print(json.dumps({"machine": machine, "results": results, "features": features},
+                         indent=2, default=str))
+    elif features is not None:
+        tf_speed = features["img_per_s"]["tf"]
+        print(f"\nphase-1 extraction, MobileNetV2 no top, {features['size']} px, "
+              f"{features['images']} images in batches of 64, 2 in flight:")
+        for name, speed in features["img_per_s"].items():
+            print(f"  {name:<14} {speed:8.1f} img/s {speed / tf_speed:5.2f}x   max rel. error "
+                  f"{features['max_relative_error'][name]:.1e}")
     return 0
 
 
