@@ -97,7 +97,8 @@ def bench_model(name: str, rounds: int) -> dict[str, Any]:
                                    relative_error(expected, runtimes.run_in_batches(
                                        candidate.call, probe))}
         calls[candidate.name] = candidate.call
-    throughput = runtimes.measure(calls, probe, BATCH_SIZES, rounds=rounds)
+    throughput = runtimes.measure(calls, probe, BATCH_SIZES, rounds=rounds,
+                                  budget_s=float("inf"), drop=float("inf"))
     started = time.perf_counter()
     auto = runtimes.load_runtime(model, size, runtimes.AUTO,
                                  prepare=lambda p: preprocess(p, mode))

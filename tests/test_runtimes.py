@@ -161,6 +161,9 @@ def test_auto_never_picks_a_runtime_that_failed_its_gate(model, inputs) -> None:
     assert set(report.refused) == {"instant", "flipped"}
     assert report.by_batch_size == {} and report.runtime == runtimes.TF
     assert not report.parity["instant"].passed and not report.parity["flipped"].passed
+    # Every top-1 flipped in the first chunk: the gate stops there instead of running all.
+    assert report.parity["flipped"].images == runtimes.CHUNK
+    assert f"stopped after {runtimes.CHUNK} of {SIZE} images" in report.parity["flipped"].reason
     np.testing.assert_array_equal(runtime(inputs), reference(inputs))
 
 
@@ -274,6 +277,12 @@ def test_conversion_happens_once_across_loaders_and_again_when_torn(small) -> No
 
     runtime = load_runtime(small, SIZE_PX, runtimes.OPENVINO, prepare=prepare)
     assert runtime.report.conversion is not None and runtime.report.conversion.cached
+    # The gate's result is kept beside the IR, for this probe and CPU, and used again.
+    kept = list((compiled_dir() / key / "parity").glob("openvino-*.json"))
+    assert len(kept) == 1
+    again = load_runtime(small, SIZE_PX, runtimes.OPENVINO, prepare=prepare)
+    assert again.report.parity == runtime.report.parity
+    assert list((compiled_dir() / key / "parity").glob("*.json")) == kept
 
     (compiled_dir() / key / "model.bin").write_bytes(b"torn")
     source, redone = convert_cached(small, SIZE_PX, ov)

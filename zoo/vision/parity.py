@@ -54,6 +54,11 @@ class Parity:
         return f"{text} on {self.images} images"
 
 
+def allowed_flips(images: int) -> int:
+    """How many top-1 disagreements the bf16 gate tolerates on `images` images."""
+    return int(images * (1 - BF16_MIN_TOP1_AGREEMENT) + 1e-9)
+
+
 def relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
     """max |candidate - reference| / max |reference| (inf when the shapes differ or the
     candidate is not finite)."""
