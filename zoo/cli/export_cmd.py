@@ -13,7 +13,7 @@ from pathlib import Path
 
 from zoo.cli.output import print_json
 from zoo.quiet import import_tensorflow
-from zoo.vision.export import FORMATS  # imports no TensorFlow
+from zoo.vision.export import FORMATS, check_out  # imports no TensorFlow
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -50,6 +50,7 @@ def resolve(name: str) -> tuple[Path | None, tuple[int, int], str | None]:
 
 def run(args: argparse.Namespace) -> int:
     folder, size, mode = resolve(args.model)
+    check_out(args.out)  # before seconds of TensorFlow and the model
     import_tensorflow()
     from zoo import finetuned
     from zoo.imagenet import preprocess

@@ -119,6 +119,14 @@ def _litert_call(artifact: Path) -> Callable[[np.ndarray], np.ndarray]:
     return call
 
 
+def check_out(out: str | Path) -> Path:
+    """`out` as a path, if it is free: missing, or an empty folder."""
+    path = Path(out).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidInputError(f"{path} already exists; give --out a new folder or remove it")
+    return path
+
+
 def export(model: Any, format: str, out: str | Path, *, size: tuple[int, int],
            prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> ExportResult:
     """Write `model` (float32 (N, H, W, 3) -> outputs) to `out` in `format` (one of
@@ -129,9 +137,7 @@ def export(model: Any, format: str, out: str | Path, *, size: tuple[int, int],
     if fmt is None:
         raise InvalidInputError(f"unknown export format {format!r}; one of {', '.join(FORMATS)}")
     _check_packages(fmt)
-    out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InvalidInputError(f"{out} already exists; give --out a new folder or remove it")
+    out = check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.incomplete-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     partial.mkdir()
