@@ -46,3 +46,12 @@ class CacheError(ZooError):
 class NonFiniteError(ZooError):
     """Training produced a loss, metric or score that is not a finite number (it diverged);
     nothing is saved or served."""
+
+
+class RuntimeUnavailableError(ZooError):
+    """The runtime asked for cannot run this model here: its package is not installed, the
+    CPU lacks what it needs, or it failed its parity gate against TensorFlow."""
+
+
+class ParityError(ZooError):
+    """A converted or exported model does not compute what the Keras model computes."""

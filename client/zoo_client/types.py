@@ -58,6 +58,8 @@ class ModelInfo:
     loaded: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    runtime: str = ""  # loaded image models: "tf", "openvino", ... or "auto"
+    runtime_reason: str = ""  # why: the measurement and parity figures that decided it
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ def model_info(m: models_pb2.ModelInfo) -> ModelInfo:
         labels=tuple(m.labels), top1=m.top1 if m.HasField("top1") else None,
         top5=m.top5 if m.HasField("top5") else None, license=m.license, cached=m.cached,
         loaded=m.loaded, metrics=dict(m.metrics), description=m.description,
+        runtime=m.runtime, runtime_reason=m.runtime_reason,
     )
 
 

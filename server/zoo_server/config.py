@@ -20,6 +20,7 @@ from typing import Any
 
 from zoo.errors import InvalidInputError
 from zoo.vision import DEFAULT_MAX_PIXELS
+from zoo.vision.runtimes import CHOICES as RUNTIME_CHOICES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
@@ -64,6 +65,12 @@ class ServerConfig:
     rpc_threads: int = _setting(64, "concurrent RPC handlers", INFERENCE)
     preload: tuple[str, ...] = _setting((), "load (and warm up) these models before serving",
                                         INFERENCE)
+    runtime: str = _setting("tf", "what runs image models: tf, openvino (f32), openvino-bf16 "
+                                  "(gated on accuracy) or auto (the fastest that passes its "
+                                  "parity gate, measured per batch size at load)", INFERENCE,
+                            choices=RUNTIME_CHOICES)
+    model_runtime: tuple[str, ...] = _setting((), "NAME=RUNTIME: another runtime for one model "
+                                                  "(repeatable)", INFERENCE)
     # Limits.
     max_message_mb: int = _setting(64, "gRPC message size, both ways (gRPC's own default is 4)",
                                    LIMITS)
@@ -128,12 +135,22 @@ class ServerConfig:
              "http_port must be a port number (0: any free port)"),
             ((self.tls_cert is None) == (self.tls_key is None),
              "TLS needs both --tls-cert and --tls-key"),
+            (self.runtime in RUNTIME_CHOICES,
+             f"runtime must be one of {', '.join(RUNTIME_CHOICES)}"),
+            (all(r.partition("=")[2] in RUNTIME_CHOICES and r.partition("=")[0]
+                 for r in self.model_runtime),
+             f"model_runtime takes NAME=RUNTIME, RUNTIME one of {', '.join(RUNTIME_CHOICES)}"),
             (self.log_level.lower() in LOG_LEVELS,
              f"log_level must be one of {', '.join(LOG_LEVELS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InvalidInputError(message)
+
+    def runtime_for(self, name: str) -> str:
+        """The runtime of model `name`: its --model-runtime, else --runtime."""
+        chosen = dict(r.partition("=")[::2] for r in self.model_runtime)
+        return chosen.get(name, self.runtime)
 
     def check_exposure(self, host: str) -> None:
         """Refuse to listen beyond this machine without a token, unless `insecure` says the

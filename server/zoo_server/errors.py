@@ -24,6 +24,8 @@ from zoo.errors import (
     ModelNotFoundError,
     NetworkError,
     OfflineError,
+    ParityError,
+    RuntimeUnavailableError,
     WeightsNotFoundError,
     ZooError,
 )
@@ -94,6 +96,8 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (WeightsNotFoundError, grpc.StatusCode.NOT_FOUND),
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (ChecksumMismatchError, grpc.StatusCode.DATA_LOSS),
+    (RuntimeUnavailableError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ParityError, grpc.StatusCode.FAILED_PRECONDITION),
     (OfflineError, grpc.StatusCode.FAILED_PRECONDITION),
     (NetworkError, grpc.StatusCode.UNAVAILABLE),
     (CacheError, grpc.StatusCode.FAILED_PRECONDITION),

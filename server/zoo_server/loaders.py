@@ -48,6 +48,7 @@ class Built:
     dim: int = 0  # embeddings
     prepare: Callable[[np.ndarray], np.ndarray] | None = None  # images: uint8 -> model input
     seconds: float = 0.0  # how long the build took
+    runtime: Any = None  # images: zoo.vision.runtimes.RuntimeReport (which runtime, and why)
 
 
 def weights_bytes(model: Any) -> int:
@@ -55,6 +56,13 @@ def weights_bytes(model: Any) -> int:
     for w in getattr(model, "weights", []):
         total += int(np.prod(w.shape)) * np.dtype(getattr(w, "dtype", "float32")).itemsize
     return total
+
+
+def runtime_memory(model: Any, report: Any) -> int:
+    """The weights once for TensorFlow (always kept: the reference), and once more for each
+    OpenVINO runtime that serves some batch size."""
+    used = set(report.by_batch_size.values()) if report.by_batch_size else {report.runtime}
+    return weights_bytes(model) * (1 + len(used - {"tf"}))
 
 
 def _saved_size(resolved: Resolved) -> int:
@@ -65,9 +73,13 @@ def _saved_size(resolved: Resolved) -> int:
 
 
 class Loader:
-    """One kind of served model. Subclasses say what they accept and how to build it."""
+    """One kind of served model. Subclasses say what they accept and how to build it.
+    `runtime_for(name)` says what runs an image model (ServerConfig.runtime_for)."""
 
     kind = ""
+
+    def __init__(self, runtime_for: Callable[[str], str] = lambda name: "tf"):
+        self.runtime_for = runtime_for
 
     def check(self, resolved: Resolved) -> None:
         """Raise InvalidInputError when this kind cannot serve `resolved`."""
@@ -108,14 +120,14 @@ class ImageClassifierLoader(Loader):
     def build(self, resolved: Resolved) -> Built:
         from zoo.vision.classifier import ImageClassifier
 
-        clf = ImageClassifier.load(resolved.ref)
+        clf = ImageClassifier.load(resolved.ref, self.runtime_for(resolved.name))
 
         def run(inputs: list[np.ndarray]) -> np.ndarray:  # prepared in the decoding threads
             return clf.run(np.stack(inputs))
 
         run([clf.prepare(np.zeros((*clf.size, 3), np.uint8))])  # trace now, not on a request
-        return Built(clf, run, weights_bytes(clf.model), size=clf.size, labels=clf.labels,
-                     prepare=clf.prepare)
+        return Built(clf, run, runtime_memory(clf.model, clf.report), size=clf.size,
+                     labels=clf.labels, prepare=clf.prepare, runtime=clf.report)
 
 
 class ImageFeaturesLoader(Loader):
@@ -129,7 +141,7 @@ class ImageFeaturesLoader(Loader):
     def build(self, resolved: Resolved) -> Built:
         from zoo.loading import load_model
         from zoo.vision.imagenet import preprocess
-        from zoo.vision.inference import compiled_image_call, inference_model
+        from zoo.vision.runtimes import load_runtime
 
         size = resolved.image_size
         assert size is not None
@@ -137,18 +149,22 @@ class ImageFeaturesLoader(Loader):
         # Fine-tuned models take raw pixels (their scaling is inside); registry models
         # take their own preprocessing.
         mode = None if ref.is_folder else ref.spec.input.preprocessing
-        model = inference_model(load_model(ref, include_top=False))  # BatchNorm folded
-        call = compiled_image_call(model, size)
+        model = load_model(ref, include_top=False)
 
         def prepare(pixels: np.ndarray) -> np.ndarray:
             x = np.asarray(pixels, dtype=np.float32)
             return preprocess(x, mode) if mode else x
 
+        # Features in f32 only (a bf16 gate on top-1 means nothing for features).
+        call = load_runtime(model, size, self.runtime_for(resolved.name), prepare=prepare,
+                            outputs="features")
+
         def run(inputs: list[np.ndarray]) -> np.ndarray:
             return np.asarray(call(np.stack(inputs)))
 
         dim = int(run([prepare(np.zeros((*size, 3), np.uint8))]).shape[-1])
-        return Built(model, run, weights_bytes(model), size=size, dim=dim, prepare=prepare)
+        return Built(model, run, runtime_memory(model, call.report), size=size, dim=dim,
+                     prepare=prepare, runtime=call.report)
 
 
 class TextEncoderLoader(Loader):
@@ -218,8 +234,14 @@ class TextClassifierLoader(Loader):
         return Built(clf, run, memory, labels=list(clf.labels))
 
 
-LOADERS: dict[str, Loader] = {loader.kind: loader for loader in (
-    ImageClassifierLoader(), ImageFeaturesLoader(), TextEncoderLoader(), TextClassifierLoader())}
+def loaders(runtime_for: Callable[[str], str] = lambda name: "tf") -> dict[str, Loader]:
+    """One loader of each kind, image loaders running models as `runtime_for(name)` says."""
+    return {loader.kind: loader for loader in (
+        ImageClassifierLoader(runtime_for), ImageFeaturesLoader(runtime_for),
+        TextEncoderLoader(), TextClassifierLoader())}
+
+
+LOADERS = loaders()
 
 
 def kind_for(resolved: Resolved) -> str:

@@ -27,7 +27,8 @@ import numpy as np
 from zoo_server.batching import Batcher, Run
 from zoo_server.config import ServerConfig
 from zoo_server.errors import MemoryBudgetError, ModelLoadingError, ShuttingDownError
-from zoo_server.loaders import CLASSIFY, LOADERS, Built, Loader, build
+from zoo_server.loaders import CLASSIFY, Built, Loader, build
+from zoo_server.loaders import loaders as make_loaders
 from zoo_server.logs import log_event
 from zoo_server.store import Resolved
 
@@ -82,7 +83,7 @@ class ModelManager:
                  loaders: Mapping[str, Loader] | None = None):
         self.config = config
         self.metrics = metrics
-        self.loaders = dict(LOADERS if loaders is None else loaders)
+        self.loaders = dict(make_loaders(config.runtime_for) if loaders is None else loaders)
         self._models: OrderedDict[Key, Loaded] = OrderedDict()  # least recently used first
         self._loading: dict[Key, tuple[Future[Loaded], float, int]] = {}  # future, start, bytes
         self._pending: Counter[Key] = Counter()  # requests preparing inputs (decoding)
@@ -103,6 +104,14 @@ class ModelManager:
     def memory_used(self) -> int:
         with self._lock:
             return sum(m.memory for m in self._models.values())
+
+    def runtime_report(self, name: str, version: int) -> Any:
+        """The runtime report of a loaded image model (classifier first), or None."""
+        with self._lock:
+            for key, loaded in self._models.items():
+                if key[1:] == (name, version) and loaded.built.runtime is not None:
+                    return loaded.built.runtime
+        return None
 
     def batcher(self, kind: str, resolved: Resolved) -> Batcher | None:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 from zoo.cli import (
     cache_cmd,
     embed_cmd,
+    export_cmd,
     fetch_cmd,
     finetune_cmd,
     info_cmd,
@@ -30,7 +31,7 @@ from zoo.errors import ZooError
 
 COMMANDS = (
     list_cmd, info_cmd, fetch_cmd, cache_cmd, finetune_cmd, predict_cmd, embed_cmd, similar_cmd,
-    jobs_cmd, serve_cmd,
+    jobs_cmd, serve_cmd, export_cmd,
 )
 
 

@@ -7,6 +7,7 @@ it was recorded under. `--top-k` defaults to min(5, classes); a larger one is cl
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from zoo.cli.output import print_json
 from zoo.cli.text_input import add_text_source, positive_int, texts_of
 from zoo.errors import InvalidInputError
 from zoo.quiet import import_tensorflow
+from zoo.vision.runtimes import CHOICES, TF
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -27,6 +29,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                              "(repeat --text to add more)")
     p.add_argument("--top-k", type=positive_int, metavar="K",
                    help="predictions per input (default: 5, or the number of classes if fewer)")
+    p.add_argument("--runtime", choices=CHOICES, default=TF,
+                   help="what runs an image model: tf (default), openvino (f32), openvino-bf16 "
+                        "(gated on accuracy), or auto (measures each at load: seconds, worth "
+                        "it for many images)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 
@@ -75,5 +81,8 @@ def run(args: argparse.Namespace) -> int:
         import_tensorflow()
         from zoo.vision.classifier import load_classifier
 
-        results = load_classifier(args.model).classify(args.images, top_k=args.top_k)
+        classifier = load_classifier(args.model, args.runtime)
+        results = classifier.classify(args.images, top_k=args.top_k)
+        if args.runtime != TF:
+            print(f"zoo: runtime {classifier.report.summary()}", file=sys.stderr)
     return show(args, "image", args.images, results)

@@ -36,6 +36,7 @@ from zoo.finetuning.trainer import (
 )
 from zoo.hub.spec import IMAGE_CLASSIFICATION, ModelSpec
 from zoo.vision.inference import compiled_image_call, inference_model
+from zoo.vision.runtimes import load_runtime
 
 EXPORT_FORMATS = ("savedmodel",)
 
@@ -193,13 +194,17 @@ def _train(trainer: Trainer, dataset: ImageDataset, size: tuple[int, int],
                   "resumed_from_epoch": start})
     if not trainer.phase1_done:
         if cached:
-            extractor = keras.Sequential([preprocessing_block(spec.input.preprocessing), base])
+            extractor = keras.Sequential([keras.Input((*size, 3), name="image"),
+                                          preprocessing_block(spec.input.preprocessing), base])
             started = time.perf_counter()
-            extract = compiled_image_call(inference_model(extractor), size)
+            # The frozen base as the runtime asked for (f32 only: features are never run in
+            # bf16); `tf` is the BatchNorm-folded compiled call.
+            extract = load_runtime(extractor, size, trainer.run.runtime, outputs="features",
+                                   batch_sizes=(64,))
             f_train = predict_all(extract, to_tf_dataset(dataset.train, size, 64))
             f_val = predict_all(extract, to_tf_dataset(dataset.val, size, 64))
             trainer.emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
-                          "shape": list(f_train.shape)})
+                          "shape": list(f_train.shape), "runtime": extract.report.summary()})
             if start:
                 head = trainer.load_checkpoint(1)
             else:

@@ -72,6 +72,7 @@ class RunOptions:
     record: bool = True  # remember the result in the local index (`zoo list --local`)
     on_event: Callable[[Event], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    runtime: str = "tf"  # what runs the frozen base in phase 1 (zoo.vision.runtimes.CHOICES)
 
 
 def checkpoint_epoch(out: str | Path) -> int | None:

@@ -1,5 +1,6 @@
 """Images: decoding, ImageNet preprocessing and labels, building Keras applications,
-BatchNorm-folded inference, and the image classifier.
+BatchNorm-folded inference, the runtimes that run them forward (TensorFlow, OpenVINO),
+export, and the image classifier.
 
 Importing this package is cheap (no numpy, Pillow or TensorFlow): the server's settings
 read the limit below without paying for the decoders.

@@ -165,6 +165,9 @@ class ModelInfo(_message.Message):
     LOADED_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
+    RUNTIME_REASON_FIELD_NUMBER: _builtins.int
+    RUNTIME_REPORT_JSON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     """fine-tuned models; 0 for registry models"""
@@ -188,6 +191,13 @@ class ModelInfo(_message.Message):
     loaded: _builtins.bool
     """it is in memory now"""
     description: _builtins.str
+    runtime: _builtins.str
+    """Image models, once loaded: the runtime that runs them ("tf", "openvino",
+    "openvino-bf16", or "auto" choosing per batch size) and why (the measurement and
+    parity figures that decided it, as one line and as JSON).
+    """
+    runtime_reason: _builtins.str
+    runtime_report_json: _builtins.str
     @_builtins.property
     def input_size(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """images: [height, width]"""
@@ -222,10 +232,13 @@ class ModelInfo(_message.Message):
         loaded: _builtins.bool = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         description: _builtins.str = ...,
+        runtime: _builtins.str = ...,
+        runtime_reason: _builtins.str = ...,
+        runtime_report_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "top1", b"top1", "top5", b"top5"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "description", b"description", "family", b"family", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "description", b"description", "family", b"family", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "runtime", b"runtime", "runtime_reason", b"runtime_reason", "runtime_report_json", b"runtime_report_json", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__top1: _TypeAlias = _typing.Literal["top1"]  # noqa: Y015
     _WhichOneofArgType__top1: _TypeAlias = _typing.Literal["_top1", b"_top1"]  # noqa: Y015

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -36,6 +37,10 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
 
         info = models_pb2.ModelInfo(name=m.name, version=m.version, task=TASKS.get(m.task, 0),
                                     loaded=self.manager.is_loaded(m.name, m.version))
+        report = self.manager.runtime_report(m.name, m.version)
+        if report is not None:
+            info.runtime, info.runtime_reason = report.runtime, report.reason
+            info.runtime_report_json = json.dumps(report.to_dict(), sort_keys=True)
         if m.origin == REGISTRY:
             spec = m.spec
             assert spec is not None
