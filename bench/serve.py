@@ -18,9 +18,13 @@ behind a local folder mirror; there is no internet here):
       the zoo.v1 load runs from a subprocess too, in alternating pairs
   (c) a naive gRPC server, the same proto, whose Classify decodes the image and calls
       `model.predict` per request (the simplest servicer that works), same client loads
+  (d) for each --runtimes other than tf (default: auto, where OpenVINO is installed), a
+      second `zoo serve --runtime R` beside (b): the same loads, then (d)/(b) at 1 client and
+      at the most clients in alternating pairs; GetModel's runtime and reason are printed
 
 Goals: (b) at 32 clients >= 0.85 x (a); (b') >= 0.95 x (b) at 32 clients; (b) >= 3 x (c) at
-the same load; p50 of (b) at 1 client within 10 ms of (a)'s single-image call. Clients run
+the same load; p50 of (b) at 1 client within 10 ms of (a)'s single-image call; (d) auto at
+f32 parity >= 2.5 x (b) at 1 client and >= 1.5 x at 32 (issue 17). Clients run
 on this machine and share its cores with the server, as local clients would.
 
 Throughput counts the calls that complete inside the measured window (after a warm-up), so
@@ -32,6 +36,7 @@ compiled calls.
 
     .venv/bin/python bench/serve.py [--seconds 8] [--clients 1 8 32] [--pairs 5]
                                     [--server-args "--max-batch-size 16 ..."] [--skip-oip]
+                                    [--runtimes tf auto openvino]
 """
 
 from __future__ import annotations
@@ -386,6 +391,9 @@ def main() -> None:
                         help="measured seconds of each side of a pair")
     parser.add_argument("--skip-oip", action="store_true",
                         help="leave out (b'), the Open Inference Protocol load")
+    parser.add_argument("--runtimes", nargs="+", default=None,
+                        help="(d): `zoo serve --runtime R` beside tf (default: auto where "
+                             "OpenVINO is installed)")
     parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--naive-workers", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--load", choices=["zoo", "oip"], help=argparse.SUPPRESS)
@@ -439,6 +447,13 @@ def main() -> None:
                "--metrics-port", str(metrics_port), "--preload", MODEL,
                *shlex.split(args.server_args)]
     pairs: list[tuple[float, float]] = []
+    import importlib.util
+
+    others = [r for r in (args.runtimes if args.runtimes is not None else
+                          (["auto"] if importlib.util.find_spec("openvino") else [])) if r != "tf"]
+    runtime_rows: dict[str, list[dict[str, float]]] = {}
+    runtime_pairs: dict[str, dict[int, list[tuple[float, float]]]] = {}  # R -> clients -> pairs
+    runtime_reasons: dict[str, str] = {}
     oip_rows: list[dict[str, float]] = []
     oip_pairs: list[tuple[float, float]] = []  # (zoo.v1, OIP) images/s
     top = max(args.clients)
@@ -450,6 +465,8 @@ def main() -> None:
         for _ in range(args.pairs):
             pairs.append((model.rate(int(a["best_batch"]), args.pair_seconds),  # type: ignore[call-overload]
                           load(target, images, top, args.pair_seconds, warmup=1.0)["rate"]))
+        for runtime in others:
+            compare_runtime(target, runtime)
         if not oip:
             return
         for n in args.clients:
@@ -466,6 +483,39 @@ def main() -> None:
                      for p in order}
             oip_pairs.append((rates["zoo"], rates["oip"]))
 
+    def compare_runtime(tf_target: str, runtime: str) -> None:
+        """(d): a second server running MobileNetV2 as `runtime`, loaded at each level, then
+        against (b) in alternating pairs at 1 client and at the most."""
+        from zoo_client import ZooClient
+
+        other_port = free_port()
+        command = [sys.executable, "-m", "zoo.cli.main", "serve", "--port", str(other_port),
+                   "--preload", MODEL, "--runtime", runtime, *shlex.split(args.server_args)]
+        with open(work / f"zoo-{runtime}.log", "w") as log_file:
+            process = subprocess.Popen(command, env=env, stdout=log_file, stderr=log_file,
+                                       stdin=subprocess.DEVNULL)
+        try:
+            other = f"127.0.0.1:{other_port}"
+            with ZooClient(other, timeout=60) as client:
+                client.wait_until_serving(timeout=600)
+                info = client.get_model(MODEL)
+                runtime_reasons[runtime] = f"{info.runtime}: {info.runtime_reason}"
+            load(other, images, 4, 2.0, warmup=0.5)
+            runtime_rows[runtime] = [load(other, images, n, args.seconds) for n in args.clients]
+            runtime_pairs[runtime] = {}
+            for n in sorted({min(args.clients), top}):
+                for i in range(args.pairs):
+                    sides = [(tf_target, "tf"), (other, runtime)][:: 1 if i % 2 == 0 else -1]
+                    got = {name: load(t, images, n, args.pair_seconds, warmup=1.0)["rate"]
+                           for t, name in sides}
+                    runtime_pairs[runtime].setdefault(n, []).append((got["tf"], got[runtime]))
+        finally:
+            process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
     b = serve_and_load(zoo_cmd, env, port, images, args.clients, args.seconds, work / "zoo.log",
                        metrics_port, after=paired)
     c: list[dict[str, float]] = []
@@ -477,7 +527,8 @@ def main() -> None:
 
     print(f"\n{'':24}{'clients':>8}{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
           f"{'batch':>7}{'in-call img/s':>15}")
-    for name, rows in (("(b) zoo serve", b), ("(b') OIP gRPC, triton", oip_rows),
+    for name, rows in (("(b) zoo serve, tf", b), ("(b') OIP gRPC, triton", oip_rows),
+                       *((f"(d) zoo serve, {r}", rows) for r, rows in runtime_rows.items()),
                        ("(c) naive predict()", c)):
         for row in rows:
             extra = (f"{row['mean_batch']:>7.1f}{row['model_rate']:>15.1f}"
@@ -499,6 +550,14 @@ def main() -> None:
               f"gRPC (tritonclient) / zoo.v1, median of {len(oip_pairs)} alternating pairs, "
               "both loads from subprocesses, images/s "
               + ", ".join(f"{rb2:.1f}/{rb:.1f}" for rb, rb2 in oip_pairs))
+    for runtime, by_clients in runtime_pairs.items():
+        print(f"(d) runtime {runtime_reasons.get(runtime, runtime)}")
+        for n, measured in by_clients.items():
+            ratios = sorted(rd / rb for rb, rd in measured)
+            goal = " (goal >= 2.5)" if n == 1 else " (goal >= 1.5)" if n == top else ""
+            print(f"(d) {runtime} / (b) tf at {n} client(s) = {ratios[len(ratios) // 2]:.2f}"
+                  f"{goal}: median of {len(measured)} alternating pairs, images/s "
+                  + ", ".join(f"{rd:.1f}/{rb:.1f}" for rb, rd in measured))
     for row_b, row_c in zip(b, c, strict=False):
         print(f"(b)/(c) at {row_b['clients']} clients = {row_b['rate'] / row_c['rate']:.1f}x "
               "(goal >= 3)")
