@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import InvalidInputError
-from zoo.vision import DEFAULT_MAX_PIXELS
+from zoo.vision import DEFAULT_MAX_PIXELS, MAX_DECODE_BYTES_PER_PIXEL
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
@@ -61,7 +61,8 @@ class ServerConfig:
                                         "default", INFERENCE)
     inter_op_threads: int = _setting(0, "TensorFlow's inter-op threads; 0: TensorFlow's "
                                         "default", INFERENCE)
-    rpc_threads: int = _setting(64, "concurrent RPC handlers", INFERENCE)
+    rpc_threads: int = _setting(64, "concurrent RPC handlers (streaming calls, limited by "
+                                    "--max-streams, take one each while open)", INFERENCE)
     preload: tuple[str, ...] = _setting((), "load (and warm up) these models before serving",
                                         INFERENCE)
     # Limits.
@@ -69,6 +70,21 @@ class ServerConfig:
                                    LIMITS)
     max_image_pixels: int = _setting(DEFAULT_MAX_PIXELS, "width x height, checked from the "
                                                          "image header before decoding", LIMITS)
+    max_inputs: int = _setting(256, "images or texts in one request (Classify, Embed, "
+                                    "ClassifyText, OIP infer); past it RESOURCE_EXHAUSTED",
+                               LIMITS)
+    decode_budget_mb: int = _setting(1024, "decoded image bytes in flight: each image's size as "
+                                           "its header says while it decodes, each prepared "
+                                           "input until its batch ran; past it "
+                                           "RESOURCE_EXHAUSTED", LIMITS)
+    max_streams: int = _setting(16, "streaming calls open at once (UploadDataset, "
+                                    "ClassifyStream, WatchJob, FetchModel), below "
+                                    "--rpc-threads so the rest stay free; past it "
+                                    "RESOURCE_EXHAUSTED", LIMITS)
+    stream_idle_s: float = _setting(60.0, "a client stream that sends nothing this long ends "
+                                          "with DEADLINE_EXCEEDED; a WatchJob stream whose job "
+                                          "sent nothing this long ends, and clients resume it",
+                                    LIMITS, flag="--stream-idle")
     max_upload_mb: int = _setting(2048, "one dataset upload", LIMITS)
     max_extract_mb: int = _setting(8192, "an archive's total uncompressed size", LIMITS)
     max_extract_files: int = _setting(200_000, "members (files and folders) in one archive",
@@ -114,6 +130,15 @@ class ServerConfig:
             (self.decode_threads >= 0, "decode_threads must be 0 (one per core) or more"),
             (self.max_message_mb >= 1, "max_message_mb must be at least 1"),
             (self.max_image_pixels >= 1, "max_image_pixels must be at least 1"),
+            (self.max_inputs >= 1, "max_inputs must be at least 1"),
+            (self.decode_budget_bytes >= self.max_image_pixels * MAX_DECODE_BYTES_PER_PIXEL,
+             f"decode_budget_mb must hold one image of max_image_pixels (at "
+             f"{MAX_DECODE_BYTES_PER_PIXEL} bytes a pixel: "
+             f"{-(-self.max_image_pixels * MAX_DECODE_BYTES_PER_PIXEL // MIB)} MB or more)"),
+            (1 <= self.max_streams < self.rpc_threads,
+             "max_streams must be at least 1 and below rpc_threads, so that unary calls "
+             "always find a thread"),
+            (self.stream_idle_s > 0, "stream_idle_s must be positive"),
             (self.max_upload_mb >= 1, "max_upload_mb must be at least 1"),
             (self.max_extract_mb >= 1, "max_extract_mb must be at least 1"),
             (self.max_extract_files >= 1, "max_extract_files must be at least 1"),
@@ -149,6 +174,10 @@ class ServerConfig:
     @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * MIB
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        return self.decode_budget_mb * MIB
 
     @property
     def max_upload_bytes(self) -> int:
