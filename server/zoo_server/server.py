@@ -118,6 +118,7 @@ class ZooServer:
         # own, whatever holds the RPC pool; streams are capped below the pool's size.
         self.probes = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
         self.streams = StreamLimit(config.max_streams, config.stream_idle_s)
+        self.metrics.watch_streams(lambda: self.streams.open)
         options = [
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
