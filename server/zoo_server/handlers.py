@@ -123,9 +123,9 @@ class IdleRequests(Iterator[Any]):
     each with a timeout: after `idle_s` seconds without one, `next` raises IdleStreamError.
 
     gRPC's request iterator blocks without a timeout, and a server-side context cannot be
-    cancelled from another thread, hence the reader. It reads at most one message ahead
-    (memory stays at two messages), and it ends when the call ends: gRPC then ends the
-    iterator it is blocked in, so a silent client costs no thread once its stream is closed.
+    cancelled from another thread, hence the reader. It reads ahead at most two messages
+    (one queued, one in hand), and it ends when the call ends: gRPC then ends the iterator
+    it is blocked in, so a silent client costs no thread once its stream is closed.
     """
 
     def __init__(self, requests: Iterator[Any], idle_s: float, method: str):
