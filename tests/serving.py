@@ -192,3 +192,24 @@ def wait_for(predicate: Any, timeout: float = 30, every: float = 0.1) -> Any:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(every)
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in KiB (VmRSS, VmHWM) or as a count (Threads)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak(pid: int) -> None:
+    """Start measuring the process's peak resident set (VmHWM) afresh from its current one."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled metric in Prometheus' text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)

@@ -4,7 +4,8 @@
     python tools/readme_tables.py --check  # exit 1 if README.md differs (tests run this)
 
 Each table sits between `<!-- NAME -->` and `<!-- /NAME -->` markers:
-`server-flags` from zoo_server.config.ServerConfig, `hyperparameters` from
+`server-flags` from zoo_server.config.ServerConfig, `server-limits` from its settings that
+say what a request past them gets (and the fixed limits' constants), `hyperparameters` from
 zoo.finetuning.hyperparameters.HyperParameters.
 """
 
@@ -22,6 +23,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "server"), str(ROOT / "client")]
 from zoo.finetuning.hyperparameters import HyperParameters, flag_of, rule  # noqa: E402
 from zoo_server.cli import flag_of as server_flag  # noqa: E402
 from zoo_server.config import env_var, settings  # noqa: E402
+from zoo_server.datasets import MAX_TAR_METADATA  # noqa: E402
+from zoo_server.errors import MESSAGE_LIMIT, QUOTE_LIMIT  # noqa: E402
+from zoo_server.services.inference import STREAM_WINDOW  # noqa: E402
 
 
 def _default(value: object) -> str:
@@ -40,6 +44,28 @@ def server_flags() -> str:
     return "\n".join(rows)
 
 
+# Limits no flag changes: (what, value, what a request past it gets).
+FIXED_LIMITS = (
+    ("a tar long-name or pax record", f"{MAX_TAR_METADATA // 1024} KiB",
+     "INVALID_ARGUMENT, before it is read"),
+    ("requests of one ClassifyStream in progress", str(STREAM_WINDOW),
+     "the stream reads no more until one is answered"),
+    ("characters of a client's string quoted in a message", str(QUOTE_LIMIT),
+     "cut, its length said"),
+    ("characters of a status message", str(MESSAGE_LIMIT), "cut"),
+)
+
+
+def server_limits() -> str:
+    rows = ["| limit | flag | default | past it |", "|---|---|---|---|"]
+    for f in settings():
+        if f.metadata.get("past"):
+            rows.append(f"| {f.metadata['help']} | `{server_flag(f)}` | {_default(f.default)} | "
+                        f"{f.metadata['past']} |")
+    rows += [f"| {what} | (fixed) | {value} | {past} |" for what, value, past in FIXED_LIMITS]
+    return "\n".join(rows)
+
+
 def hyperparameters() -> str:
     rows = ["| flag (Python keyword) | default | range | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(HyperParameters):
@@ -53,7 +79,8 @@ def hyperparameters() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"server-flags": server_flags, "hyperparameters": hyperparameters}
+TABLES = {"server-flags": server_flags, "server-limits": server_limits,
+          "hyperparameters": hyperparameters}
 
 
 def render(text: str) -> str:

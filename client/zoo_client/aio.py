@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 
 from zoo_api.v1 import (
-    finetune_pb2,
     finetune_pb2_grpc,
     inference_pb2_grpc,
     models_pb2,
@@ -153,13 +152,22 @@ class AsyncZooClient:
 
     async def watch_job(self, job_id: str, *, timeout: float | None = None
                         ) -> AsyncIterator[types.JobEvent]:
-        stream = self._stubs["finetune"].WatchJob(finetune_pb2.WatchJobRequest(job_id=job_id),
-                                                  timeout=timeout, metadata=self._metadata)
-        try:
-            async for event in stream:
-                yield types.job_event(event)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e) from e
+        """As ZooClient.watch_job: streams the server ends early are resumed, no repeats."""
+        watch = calls.JobWatch(job_id)
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        while True:
+            left = None if until is None else max(0.001, until - loop.time())
+            stream = self._stubs["finetune"].WatchJob(watch.request(), timeout=left,
+                                                      metadata=self._metadata)
+            try:
+                async for event in stream:
+                    yield watch.seen(event)
+            except grpc.aio.AioRpcError as e:
+                raise from_rpc_error(e) from e
+            if watch.done():
+                return
+            watch.job_ended(await self.get_job(job_id))
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> types.Job:
         async for _ in self.watch_job(job_id, timeout=timeout):

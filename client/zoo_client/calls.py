@@ -125,6 +125,45 @@ def cancel_job(job_id: str) -> Call:
                 types.job, True)
 
 
+class JobWatch:
+    """Where watching a job stands across the streams it takes.
+
+    A server ends a WatchJob stream when the job has said nothing for its idle limit (each
+    open stream holds one of its threads); the last event is then not a final state. The
+    clients then watch again after the last event's seq, so a caller sees one stream, with
+    no event twice. Whether the job has ended is read from its final STATE event, or, when a
+    stream ended without one, from GetJob (`last_pass`: one more stream brings what remains).
+    """
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.after = 0
+        self.ended = False
+        self.resumable = True  # False for a server older than JobEvent.seq
+        self.last_pass = False
+
+    def request(self) -> finetune_pb2.WatchJobRequest:
+        return finetune_pb2.WatchJobRequest(job_id=self.job_id, after=self.after)
+
+    def seen(self, event: finetune_pb2.JobEvent) -> types.JobEvent:
+        converted = types.job_event(event)
+        if event.seq:
+            self.after = max(self.after, event.seq)
+        else:
+            self.resumable = False
+        if converted.kind == "state" and converted.state in types.TERMINAL_STATES:
+            self.ended = True
+        return converted
+
+    def done(self) -> bool:
+        """After a stream ended normally: whether watching is over (else: is the job over?
+        ask `job_ended`, then watch again)."""
+        return self.ended or not self.resumable or self.last_pass
+
+    def job_ended(self, job: types.Job) -> None:
+        self.last_pass = job.state in types.TERMINAL_STATES
+
+
 def delete_dataset(dataset_id: str) -> Call:
     if not dataset_id:
         raise InvalidInput("a dataset id is required (UploadDataset returns one)")

@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 
 from zoo_api.v1 import (
-    finetune_pb2,
     finetune_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
@@ -193,14 +192,23 @@ class ZooClient:
         return self._run(calls.cancel_job(job_id))  # type: ignore[no-any-return]
 
     def watch_job(self, job_id: str, *, timeout: float | None = None) -> Iterator[types.JobEvent]:
-        """The job's events from its start, then live ones until it ends."""
-        stream = self._stubs["finetune"].WatchJob(finetune_pb2.WatchJobRequest(job_id=job_id),
-                                                  timeout=timeout, metadata=self._metadata)
-        try:
-            for event in stream:
-                yield types.job_event(event)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from e
+        """The job's events from its start, then live ones until it ends (`timeout`: seconds
+        for all of it). Streams the server ends while the job is quiet are resumed after
+        the last event seen (calls.JobWatch), so no event comes twice."""
+        watch = calls.JobWatch(job_id)
+        until = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if until is None else max(0.001, until - time.monotonic())
+            stream = self._stubs["finetune"].WatchJob(watch.request(), timeout=left,
+                                                      metadata=self._metadata)
+            try:
+                for event in stream:
+                    yield watch.seen(event)
+            except grpc.RpcError as e:
+                raise from_rpc_error(e) from e
+            if watch.done():
+                return
+            watch.job_ended(self.get_job(job_id))
 
     def wait(self, job_id: str, *, timeout: float | None = None) -> types.Job:
         """Block until the job ends; return its final state."""

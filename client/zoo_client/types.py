@@ -117,6 +117,7 @@ class JobEvent:
     metrics: dict[str, float]
     message: str
     time_ms: int
+    seq: int = 0  # increases with each event of the job; WatchJob resumes after it
 
 
 def model_info(m: models_pb2.ModelInfo) -> ModelInfo:
@@ -152,5 +153,5 @@ def job_event(e: finetune_pb2.JobEvent) -> JobEvent:
         job_id=e.job_id, kind=EVENT_KINDS.get(e.kind, "unknown"),
         state=JOB_STATES.get(e.state, "unknown"), phase=e.phase, epoch=e.epoch, epochs=e.epochs,
         step=e.step, steps=e.steps, loss=e.loss, metrics=dict(e.metrics), message=e.message,
-        time_ms=e.time_ms,
+        time_ms=e.time_ms, seq=e.seq,
     )

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if group is None:
             group = groups[f.metadata["group"]] = parser.add_argument_group(f.metadata["group"])
         default = "off" if f.default is None else f.default
-        help_line = f"{f.metadata['help']} (default {default}; env {env_name(f)})"
+        past = f"; past it {f.metadata['past']}" if f.metadata.get("past") else ""
+        help_line = f"{f.metadata['help']}{past} (default {default}; env {env_name(f)})"
         if value_type(f.name) is tuple:
             group.add_argument(flag_of(f), dest=f.name, nargs="+", action="extend",
                                metavar="NAME", help=help_line)

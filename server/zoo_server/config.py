@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import InvalidInputError
-from zoo.vision import DEFAULT_MAX_PIXELS
+from zoo.vision import DEFAULT_MAX_PIXELS, MAX_DECODE_BYTES_PER_PIXEL
 from zoo.vision.runtimes import CHOICES as RUNTIME_CHOICES
 
 DEFAULT_HOST = "127.0.0.1"
@@ -34,12 +34,13 @@ OPERATIONS = "security and operations"
 
 def _setting(default: Any, help: str, group: str, *, flag: str | None = None,
              env: str | None = None, choices: tuple[str, ...] | None = None,
-             secret: bool = False) -> Any:
+             secret: bool = False, past: str | None = None) -> Any:
     """A setting: its default, its help line, its flag group, where a flag or an environment
-    variable is not named after the field, and whether it stays out of logs and repr."""
+    variable is not named after the field, whether it stays out of logs and repr, and, for a
+    limit, what a request past it gets (`past`: the README's table of limits lists those)."""
     return field(default=default, repr=not secret,
                  metadata={"help": help, "group": group, "flag": flag, "env": env,
-                           "choices": choices, "secret": secret})
+                           "choices": choices, "secret": secret, "past": past})
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,22 @@ class ServerConfig:
                                        "model are batched", INFERENCE)
     max_queue_delay_ms: float = _setting(5.0, "how long a batch may wait for requests known to "
                                               "be on their way", INFERENCE)
-    max_queue: int = _setting(512, "inputs waiting per model; past it RESOURCE_EXHAUSTED",
-                              INFERENCE)
+    max_queue: int = _setting(512, "inputs waiting per model", INFERENCE, past="RESOURCE_EXHAUSTED (OIP HTTP: 429)")
     batch_threads: int = _setting(2, "batches of one model running at once (a second fills the "
                                      "cores the first leaves idle)", INFERENCE)
     memory_budget_mb: int = _setting(4096, "loaded models' weights; idle models are evicted "
-                                           "least recently used first", INFERENCE)
+                                           "least recently used first", INFERENCE,
+                                     past="RESOURCE_EXHAUSTED when models in use fill it")
     load_wait_s: float = _setting(120.0, "seconds a request waits for its model to load",
-                                  INFERENCE, flag="--load-wait")
+                                  INFERENCE, flag="--load-wait",
+                                  past="UNAVAILABLE (OIP HTTP: 503)")
     decode_threads: int = _setting(0, "image decoding pool; 0: one per CPU core", INFERENCE)
     intra_op_threads: int = _setting(0, "TensorFlow's intra-op threads; 0: TensorFlow's "
                                         "default", INFERENCE)
     inter_op_threads: int = _setting(0, "TensorFlow's inter-op threads; 0: TensorFlow's "
                                         "default", INFERENCE)
-    rpc_threads: int = _setting(64, "concurrent RPC handlers", INFERENCE)
+    rpc_threads: int = _setting(64, "concurrent RPC handlers (streaming calls, limited by "
+                                    "--max-streams, take one each while open)", INFERENCE)
     preload: tuple[str, ...] = _setting((), "load (and warm up) these models before serving",
                                         INFERENCE)
     runtime: str = _setting("tf", "what runs image models: tf, openvino (f32), openvino-bf16 "
@@ -73,18 +76,37 @@ class ServerConfig:
                                                   "(repeatable)", INFERENCE)
     # Limits.
     max_message_mb: int = _setting(64, "gRPC message size, both ways (gRPC's own default is 4)",
-                                   LIMITS)
+                                   LIMITS, past="RESOURCE_EXHAUSTED (OIP HTTP: 413)")
     max_image_pixels: int = _setting(DEFAULT_MAX_PIXELS, "width x height, checked from the "
-                                                         "image header before decoding", LIMITS)
-    max_upload_mb: int = _setting(2048, "one dataset upload", LIMITS)
-    max_extract_mb: int = _setting(8192, "an archive's total uncompressed size", LIMITS)
+                                                         "image header before decoding", LIMITS,
+                                     past="INVALID_ARGUMENT, before decoding")
+    max_inputs: int = _setting(256, "images or texts in one request (Classify, Embed, "
+                                    "ClassifyText, OIP infer)", LIMITS, past="RESOURCE_EXHAUSTED, before anything is decoded")
+    decode_budget_mb: int = _setting(1024, "decoded image bytes in flight: each image's size as "
+                                           "its header says while it decodes, each prepared "
+                                           "input until its batch ran", LIMITS,
+                                     past="RESOURCE_EXHAUSTED, before decoding")
+    max_streams: int = _setting(16, "streaming calls open at once (UploadDataset, "
+                                    "ClassifyStream, WatchJob, FetchModel), below "
+                                    "--rpc-threads so the rest stay free", LIMITS,
+                                past="RESOURCE_EXHAUSTED at once")
+    stream_idle_s: float = _setting(60.0, "seconds a stream may wait for the client's next "
+                                          "message (or a WatchJob for its job's next event)",
+                                    LIMITS, flag="--stream-idle",
+                                    past="DEADLINE_EXCEEDED (UploadDataset, ClassifyStream; "
+                                         "FetchModel without progress); WatchJob ends (OK) "
+                                         "and clients resume")
+    max_upload_mb: int = _setting(2048, "one dataset upload", LIMITS,
+                                  past="RESOURCE_EXHAUSTED, from the header")
+    max_extract_mb: int = _setting(8192, "an archive's total uncompressed size", LIMITS,
+                                   past="INVALID_ARGUMENT, nothing kept")
     max_extract_files: int = _setting(200_000, "members (files and folders) in one archive",
-                                      LIMITS)
+                                      LIMITS, past="INVALID_ARGUMENT, nothing kept")
     dataset_retention_days: float = _setting(0.0, "delete uploaded datasets no job has used for "
                                                   "this many days, checked at start and hourly; "
-                                                  "0: keep them until DeleteDataset", LIMITS)
-    max_concurrent_rpcs: int = _setting(1024, "RPCs in progress; past it RESOURCE_EXHAUSTED",
-                                        LIMITS)
+                                                  "0: keep them until DeleteDataset", LIMITS,
+                                             past="the dataset is deleted")
+    max_concurrent_rpcs: int = _setting(1024, "RPCs in progress", LIMITS, past="RESOURCE_EXHAUSTED")
     # Fine-tune jobs.
     max_jobs: int = _setting(1, "fine-tune jobs training at once (each in its own process); "
                                 "0: none", JOBS)
@@ -121,6 +143,15 @@ class ServerConfig:
             (self.decode_threads >= 0, "decode_threads must be 0 (one per core) or more"),
             (self.max_message_mb >= 1, "max_message_mb must be at least 1"),
             (self.max_image_pixels >= 1, "max_image_pixels must be at least 1"),
+            (self.max_inputs >= 1, "max_inputs must be at least 1"),
+            (self.decode_budget_bytes >= self.max_image_pixels * MAX_DECODE_BYTES_PER_PIXEL,
+             f"decode_budget_mb must hold one image of max_image_pixels (at "
+             f"{MAX_DECODE_BYTES_PER_PIXEL} bytes a pixel: "
+             f"{-(-self.max_image_pixels * MAX_DECODE_BYTES_PER_PIXEL // MIB)} MB or more)"),
+            (1 <= self.max_streams < self.rpc_threads,
+             "max_streams must be at least 1 and below rpc_threads, so that unary calls "
+             "always find a thread"),
+            (self.stream_idle_s > 0, "stream_idle_s must be positive"),
             (self.max_upload_mb >= 1, "max_upload_mb must be at least 1"),
             (self.max_extract_mb >= 1, "max_extract_mb must be at least 1"),
             (self.max_extract_files >= 1, "max_extract_files must be at least 1"),
@@ -166,6 +197,10 @@ class ServerConfig:
     @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * MIB
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        return self.decode_budget_mb * MIB
 
     @property
     def max_upload_bytes(self) -> int:

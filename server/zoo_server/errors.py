@@ -51,6 +51,15 @@ class UploadTooLargeError(ServerError):
     """An upload is over the server's size limit."""
 
 
+class LimitExceededError(ServerError):
+    """A request over one of the server's limits (inputs per request, the decode budget,
+    streams open at once); the message names the setting."""
+
+
+class IdleStreamError(ServerError):
+    """A stream waited longer than the idle limit for its next message or event."""
+
+
 class ModelLoadingError(ServerError):
     """The model is still downloading or loading; retry shortly."""
 
@@ -84,6 +93,8 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (MemoryBudgetError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (IdleStreamError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ModelLoadingError, grpc.StatusCode.UNAVAILABLE),
     (ModelUnloadedError, grpc.StatusCode.UNAVAILABLE),
     (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),

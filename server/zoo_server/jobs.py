@@ -477,24 +477,35 @@ class JobManager:
                 self._changed.wait(remaining)
         return self.get(job_id)
 
-    def watch(self, job_id: str, is_active: Callable[[], bool]) -> Iterator[dict[str, Any]]:
-        """The job's events from the start, then live ones until it ends."""
+    def watch(self, job_id: str, is_active: Callable[[], bool], after: int = 0,
+              idle_s: float | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The job's events after seq `after` (0: from the start) as (seq, event), then live
+        ones until it ends, or until `idle_s` seconds pass without one.
+
+        A watcher waits for the job, not for its client, so silence is no fault of the
+        client's; but each open watch holds an RPC thread, so a quiet job's watch ends after
+        `idle_s` and the client watches again from the last seq it got (zoo_client does):
+        a vanished watcher then costs at most one idle period."""
         self.get(job_id)
-        after = 0
+        quiet_since = time.monotonic()
         while True:
             version = self._version
             for seq, event in self.db.events(job_id, after):
                 after = seq
-                yield event
+                quiet_since = time.monotonic()
+                yield seq, event
             job = self.get(job_id)
             if job["state"] in TERMINAL:
-                for seq, event in self.db.events(job_id, after):
-                    after = seq
-                    yield event
+                yield from self.db.events(job_id, after)
                 return
+            wait = 1.0
+            if idle_s is not None:
+                wait = min(wait, idle_s - (time.monotonic() - quiet_since))
+                if wait <= 0:
+                    return
             with self._changed:
                 if self._version == version and not self._stopping:
-                    self._changed.wait(timeout=1.0)
+                    self._changed.wait(timeout=wait)
             if self._stopping or not is_active():
                 return
 

@@ -7,6 +7,7 @@
     zoo_queue_depth{model}                     inputs waiting for their model
     zoo_models_loaded / zoo_model_memory_bytes loaded models and their estimated weights
     zoo_jobs{state}                            fine-tune jobs by state
+    zoo_streams_open                           streaming calls open (capped by --max-streams)
     zoo_upload_bytes_total                     dataset bytes received
 """
 
@@ -59,3 +60,7 @@ class Metrics:
 
     def watch_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_JobsCollector(counts))
+
+    def watch_streams(self, open_streams: Callable[[], int]) -> None:
+        Gauge("zoo_streams_open", "Streaming calls open", registry=self.registry
+              ).set_function(open_streams)

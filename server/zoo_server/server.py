@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from zoo import config as zoo_config
@@ -32,7 +32,7 @@ from zoo_server.config import ServerConfig
 from zoo_server.datasets import DatasetStore, Limits
 from zoo_server.db import Database
 from zoo_server.errors import ServerError
-from zoo_server.handlers import TokenAuth, generic_handler
+from zoo_server.handlers import StreamLimit, TokenAuth, generic_handler, health_handler
 from zoo_server.inference import Inference
 from zoo_server.jobs import JobManager
 from zoo_server.loaders import kind_for
@@ -55,6 +55,7 @@ SERVICES = (
     oip_grpc.SERVICE,  # the Open Inference Protocol (inference.GRPCInferenceService)
 )
 SERVICE_NAMES = tuple(s.full_name for s in SERVICES)
+PROBE_THREADS = 2  # health checks and OIP liveness/readiness: quick, so two threads serve many
 
 
 def check_free(address: str, flag: str = "--port") -> None:
@@ -113,6 +114,11 @@ class ZooServer:
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
             experimental_thread_pool=ThreadPoolExecutor(1, thread_name_prefix="health"))
+        # Probes (the health check, OIP's ServerLive/ServerReady) answer on threads of their
+        # own, whatever holds the RPC pool; streams are capped below the pool's size.
+        self.probes = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
+        self.streams = StreamLimit(config.max_streams, config.stream_idle_s)
+        self.metrics.watch_streams(lambda: self.streams.open)
         options = [
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -125,13 +131,16 @@ class ZooServer:
             ThreadPoolExecutor(config.rpc_threads, thread_name_prefix="rpc"),
             interceptors=interceptors, options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs)
-        servicers = (ModelService(self.store, self.manager), InferenceService(self.inference),
-                     FineTuneService(self.datasets, self.jobs, self.metrics),
+        idle_s = config.stream_idle_s
+        servicers = (ModelService(self.store, self.manager, idle_s),
+                     InferenceService(self.inference),
+                     FineTuneService(self.datasets, self.jobs, self.metrics, idle_s),
                      oip_grpc.GRPCInferenceService(self.oip))
         self.grpc.add_generic_rpc_handlers(
-            tuple(generic_handler(d, s, self.metrics, self.scrub)
-                  for d, s in zip(SERVICES, servicers, strict=True)))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+            (*(generic_handler(d, s, self.metrics, self.scrub, streams=self.streams,
+                               probes=oip_grpc.OPEN_METHODS, probe_pool=self.probes)
+               for d, s in zip(SERVICES, servicers, strict=True)),
+             health_handler(self.health, self.probes)))
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         self.port = 0
@@ -208,6 +217,7 @@ class ZooServer:
         if http is not None:
             http.start()
         self.grpc.stop(grace).wait()
+        self.probes.shutdown(wait=False, cancel_futures=True)
         if http is not None:
             http.join()
         jobs.join()

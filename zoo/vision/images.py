@@ -15,6 +15,7 @@ that are accepted.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zoo.errors import InvalidInputError
-from zoo.vision import DEFAULT_MAX_PIXELS
+from zoo.vision import DECODE_BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS, MAX_DECODE_BYTES_PER_PIXEL
 
 # The one list of accepted formats: Pillow's format name -> file suffixes.
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -63,6 +64,33 @@ def _open(source: str | Path | bytes | BinaryIO, max_pixels: int) -> Image.Image
             f"{max_pixels:,}; resize it first"
         )
     return image
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, before any pixel is decoded."""
+
+    width: int
+    height: int
+    alpha: bool  # decoding composites it on white: twice the memory
+
+    @property
+    def decode_bytes(self) -> int:
+        """About the peak memory `decode` takes for it (zoo.vision's measured bytes a pixel)."""
+        per_pixel = MAX_DECODE_BYTES_PER_PIXEL if self.alpha else DECODE_BYTES_PER_PIXEL
+        return self.width * self.height * per_pixel
+
+
+def read_header(source: str | Path | bytes | BinaryIO, *,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """The image's size from its header, with the format and pixel limits checked, and
+    nothing decoded: what a server needs to budget memory before it decodes."""
+    image = _open(source, max_pixels)
+    try:
+        alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        return ImageHeader(image.width, image.height, alpha)
+    finally:
+        image.close()
 
 
 def decode(

@@ -538,15 +538,19 @@ class WatchJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    after: _builtins.int
+    """only events whose seq is greater (0: all); see WatchJob"""
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -619,6 +623,7 @@ class JobEvent(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     TIME_MS_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     kind: Global___JobEvent.Kind.ValueType
     state: Global___JobState.ValueType
@@ -630,6 +635,8 @@ class JobEvent(_message.Message):
     loss: _builtins.float
     message: _builtins.str
     time_ms: _builtins.int
+    seq: _builtins.int
+    """increases with each event of the job (not by one); resume after it"""
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
@@ -647,10 +654,11 @@ class JobEvent(_message.Message):
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         message: _builtins.str = ...,
         time_ms: _builtins.int = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "epochs", b"epochs", "job_id", b"job_id", "kind", b"kind", "loss", b"loss", "message", b"message", "metrics", b"metrics", "phase", b"phase", "state", b"state", "step", b"step", "steps", b"steps", "time_ms", b"time_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "epochs", b"epochs", "job_id", b"job_id", "kind", b"kind", "loss", b"loss", "message", b"message", "metrics", b"metrics", "phase", b"phase", "seq", b"seq", "state", b"state", "step", b"step", "steps", b"steps", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -78,8 +78,11 @@ class FineTuneServiceServicer:
         """Client-streaming. The first message carries the header (format, sha256 of the
         whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
         format, sha256 or size mismatch, an archive member escaping its folder, too many
-        members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
-        failed or interrupted upload leaves no dataset behind.
+        members (files and folders), archive metadata over its bound, no usable examples.
+        RESOURCE_EXHAUSTED: over the upload size limit, or as many streams open as the
+        server allows (zoo serve --max-streams). DEADLINE_EXCEEDED: no message for the
+        server's idle limit (--stream-idle). A failed or interrupted upload leaves no
+        dataset behind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,8 +129,12 @@ class FineTuneServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """Server-streaming. The job's events from its start (so a late watcher misses
-        nothing), then live ones until it ends. NOT_FOUND for unknown ids.
+        """Server-streaming. The job's events after `after` (0: from its start, so a late
+        watcher misses nothing), then live ones until it ends. A job that sends no event
+        for the server's idle limit (zoo serve --stream-idle) ends the stream early (OK,
+        the last event not a final state): watch again with `after` = the last event's
+        seq to go on without repeats; zoo_client does. NOT_FOUND for unknown ids;
+        RESOURCE_EXHAUSTED when as many streams are open as the server allows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,8 +35,11 @@ class FineTuneServiceStub:
     """Client-streaming. The first message carries the header (format, sha256 of the
     whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
     format, sha256 or size mismatch, an archive member escaping its folder, too many
-    members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
-    failed or interrupted upload leaves no dataset behind.
+    members (files and folders), archive metadata over its bound, no usable examples.
+    RESOURCE_EXHAUSTED: over the upload size limit, or as many streams open as the
+    server allows (zoo serve --max-streams). DEADLINE_EXCEEDED: no message for the
+    server's idle limit (--stream-idle). A failed or interrupted upload leaves no
+    dataset behind.
     """
     DeleteDataset: _grpc.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]
     """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
@@ -57,8 +60,12 @@ class FineTuneServiceStub:
     FAILED_PRECONDITION. NOT_FOUND for unknown ids.
     """
     WatchJob: _grpc.UnaryStreamMultiCallable[_finetune_pb2.WatchJobRequest, _finetune_pb2.JobEvent]
-    """Server-streaming. The job's events from its start (so a late watcher misses
-    nothing), then live ones until it ends. NOT_FOUND for unknown ids.
+    """Server-streaming. The job's events after `after` (0: from its start, so a late
+    watcher misses nothing), then live ones until it ends. A job that sends no event
+    for the server's idle limit (zoo serve --stream-idle) ends the stream early (OK,
+    the last event not a final state): watch again with `after` = the last event's
+    seq to go on without repeats; zoo_client does. NOT_FOUND for unknown ids;
+    RESOURCE_EXHAUSTED when as many streams are open as the server allows.
     """
 
 @_typing.type_check_only
@@ -68,8 +75,11 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     """Client-streaming. The first message carries the header (format, sha256 of the
     whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
     format, sha256 or size mismatch, an archive member escaping its folder, too many
-    members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
-    failed or interrupted upload leaves no dataset behind.
+    members (files and folders), archive metadata over its bound, no usable examples.
+    RESOURCE_EXHAUSTED: over the upload size limit, or as many streams open as the
+    server allows (zoo serve --max-streams). DEADLINE_EXCEEDED: no message for the
+    server's idle limit (--stream-idle). A failed or interrupted upload leaves no
+    dataset behind.
     """
     DeleteDataset: _aio.UnaryUnaryMultiCallable[_finetune_pb2.DeleteDatasetRequest, _finetune_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
     """Unary. Deletes an uploaded dataset and its files. NOT_FOUND for unknown ids;
@@ -90,8 +100,12 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     FAILED_PRECONDITION. NOT_FOUND for unknown ids.
     """
     WatchJob: _aio.UnaryStreamMultiCallable[_finetune_pb2.WatchJobRequest, _finetune_pb2.JobEvent]  # type: ignore[assignment]
-    """Server-streaming. The job's events from its start (so a late watcher misses
-    nothing), then live ones until it ends. NOT_FOUND for unknown ids.
+    """Server-streaming. The job's events after `after` (0: from its start, so a late
+    watcher misses nothing), then live ones until it ends. A job that sends no event
+    for the server's idle limit (zoo serve --stream-idle) ends the stream early (OK,
+    the last event not a final state): watch again with `after` = the last event's
+    seq to go on without repeats; zoo_client does. NOT_FOUND for unknown ids;
+    RESOURCE_EXHAUSTED when as many streams are open as the server allows.
     """
 
 class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,8 +118,11 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         """Client-streaming. The first message carries the header (format, sha256 of the
         whole upload, size), the rest carry chunks. INVALID_ARGUMENT: no header, bad
         format, sha256 or size mismatch, an archive member escaping its folder, too many
-        members (files and folders), archive metadata over its bound, no usable examples. RESOURCE_EXHAUSTED: over the upload size limit. A
-        failed or interrupted upload leaves no dataset behind.
+        members (files and folders), archive metadata over its bound, no usable examples.
+        RESOURCE_EXHAUSTED: over the upload size limit, or as many streams open as the
+        server allows (zoo serve --max-streams). DEADLINE_EXCEEDED: no message for the
+        server's idle limit (--stream-idle). A failed or interrupted upload leaves no
+        dataset behind.
         """
 
     @_abc_1.abstractmethod
@@ -162,8 +179,12 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _finetune_pb2.WatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_finetune_pb2.JobEvent], _abc.AsyncIterator[_finetune_pb2.JobEvent]]:
-        """Server-streaming. The job's events from its start (so a late watcher misses
-        nothing), then live ones until it ends. NOT_FOUND for unknown ids.
+        """Server-streaming. The job's events after `after` (0: from its start, so a late
+        watcher misses nothing), then live ones until it ends. A job that sends no event
+        for the server's idle limit (zoo serve --stream-idle) ends the stream early (OK,
+        the last event not a final state): watch again with `after` = the last event's
+        seq to go on without repeats; zoo_client does. NOT_FOUND for unknown ids;
+        RESOURCE_EXHAUSTED when as many streams are open as the server allows.
         """
 
 def add_FineTuneServiceServicer_to_server(servicer: FineTuneServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

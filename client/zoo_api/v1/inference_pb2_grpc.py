@@ -63,7 +63,10 @@ class InferenceServiceServicer:
         """Unary. Classifies a batch of encoded images (JPEG, PNG, WebP, BMP or GIF bytes).
         INVALID_ARGUMENT: empty batch, undecodable or oversized image (the message says
         which), top_k out of range, a text model. NOT_FOUND: unknown model.
-        RESOURCE_EXHAUSTED: the request queue is full. DEADLINE_EXCEEDED is honoured.
+        RESOURCE_EXHAUSTED: the request queue is full, more images than the server takes
+        in one request (zoo serve --max-inputs), or their decoding does not fit its
+        decode budget (--decode-budget-mb); the message names the limit.
+        DEADLINE_EXCEEDED is honoured.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,7 +74,9 @@ class InferenceServiceServicer:
 
     def ClassifyStream(self, request_iterator, context):
         """Bidirectional. One response per request, carrying its request_id; a bad image
-        gets its own error_code/error_message and the stream goes on.
+        gets its own error_code/error_message and the stream goes on. The stream ends
+        with DEADLINE_EXCEEDED when the client sends nothing for the server's idle limit
+        (--stream-idle), RESOURCE_EXHAUSTED when as many streams are open as it allows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,6 +85,7 @@ class InferenceServiceServicer:
     def ClassifyText(self, request, context):
         """Unary. Classifies texts with a fine-tuned text classifier. INVALID_ARGUMENT:
         empty batch, empty text, text that is not UTF-8, top_k out of range.
+        RESOURCE_EXHAUSTED: more texts than --max-inputs, or a full queue.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,7 +94,7 @@ class InferenceServiceServicer:
     def Embed(self, request, context):
         """Unary. Embeds texts (text models) or images (the pooled features of an image
         model). INVALID_ARGUMENT: neither or both kinds of input, or the wrong kind for
-        the model, or bad inputs as above.
+        the model, or bad inputs as above. RESOURCE_EXHAUSTED as for Classify.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

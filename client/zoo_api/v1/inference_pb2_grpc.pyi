@@ -35,20 +35,26 @@ class InferenceServiceStub:
     """Unary. Classifies a batch of encoded images (JPEG, PNG, WebP, BMP or GIF bytes).
     INVALID_ARGUMENT: empty batch, undecodable or oversized image (the message says
     which), top_k out of range, a text model. NOT_FOUND: unknown model.
-    RESOURCE_EXHAUSTED: the request queue is full. DEADLINE_EXCEEDED is honoured.
+    RESOURCE_EXHAUSTED: the request queue is full, more images than the server takes
+    in one request (zoo serve --max-inputs), or their decoding does not fit its
+    decode budget (--decode-budget-mb); the message names the limit.
+    DEADLINE_EXCEEDED is honoured.
     """
     ClassifyStream: _grpc.StreamStreamMultiCallable[_inference_pb2.ClassifyStreamRequest, _inference_pb2.ClassifyStreamResponse]
     """Bidirectional. One response per request, carrying its request_id; a bad image
-    gets its own error_code/error_message and the stream goes on.
+    gets its own error_code/error_message and the stream goes on. The stream ends
+    with DEADLINE_EXCEEDED when the client sends nothing for the server's idle limit
+    (--stream-idle), RESOURCE_EXHAUSTED when as many streams are open as it allows.
     """
     ClassifyText: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ClassifyTextRequest, _inference_pb2.ClassifyTextResponse]
     """Unary. Classifies texts with a fine-tuned text classifier. INVALID_ARGUMENT:
     empty batch, empty text, text that is not UTF-8, top_k out of range.
+    RESOURCE_EXHAUSTED: more texts than --max-inputs, or a full queue.
     """
     Embed: _grpc.UnaryUnaryMultiCallable[_inference_pb2.EmbedRequest, _inference_pb2.EmbedResponse]
     """Unary. Embeds texts (text models) or images (the pooled features of an image
     model). INVALID_ARGUMENT: neither or both kinds of input, or the wrong kind for
-    the model, or bad inputs as above.
+    the model, or bad inputs as above. RESOURCE_EXHAUSTED as for Classify.
     """
 
 @_typing.type_check_only
@@ -58,20 +64,26 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """Unary. Classifies a batch of encoded images (JPEG, PNG, WebP, BMP or GIF bytes).
     INVALID_ARGUMENT: empty batch, undecodable or oversized image (the message says
     which), top_k out of range, a text model. NOT_FOUND: unknown model.
-    RESOURCE_EXHAUSTED: the request queue is full. DEADLINE_EXCEEDED is honoured.
+    RESOURCE_EXHAUSTED: the request queue is full, more images than the server takes
+    in one request (zoo serve --max-inputs), or their decoding does not fit its
+    decode budget (--decode-budget-mb); the message names the limit.
+    DEADLINE_EXCEEDED is honoured.
     """
     ClassifyStream: _aio.StreamStreamMultiCallable[_inference_pb2.ClassifyStreamRequest, _inference_pb2.ClassifyStreamResponse]  # type: ignore[assignment]
     """Bidirectional. One response per request, carrying its request_id; a bad image
-    gets its own error_code/error_message and the stream goes on.
+    gets its own error_code/error_message and the stream goes on. The stream ends
+    with DEADLINE_EXCEEDED when the client sends nothing for the server's idle limit
+    (--stream-idle), RESOURCE_EXHAUSTED when as many streams are open as it allows.
     """
     ClassifyText: _aio.UnaryUnaryMultiCallable[_inference_pb2.ClassifyTextRequest, _inference_pb2.ClassifyTextResponse]  # type: ignore[assignment]
     """Unary. Classifies texts with a fine-tuned text classifier. INVALID_ARGUMENT:
     empty batch, empty text, text that is not UTF-8, top_k out of range.
+    RESOURCE_EXHAUSTED: more texts than --max-inputs, or a full queue.
     """
     Embed: _aio.UnaryUnaryMultiCallable[_inference_pb2.EmbedRequest, _inference_pb2.EmbedResponse]  # type: ignore[assignment]
     """Unary. Embeds texts (text models) or images (the pooled features of an image
     model). INVALID_ARGUMENT: neither or both kinds of input, or the wrong kind for
-    the model, or bad inputs as above.
+    the model, or bad inputs as above. RESOURCE_EXHAUSTED as for Classify.
     """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -84,7 +96,10 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Unary. Classifies a batch of encoded images (JPEG, PNG, WebP, BMP or GIF bytes).
         INVALID_ARGUMENT: empty batch, undecodable or oversized image (the message says
         which), top_k out of range, a text model. NOT_FOUND: unknown model.
-        RESOURCE_EXHAUSTED: the request queue is full. DEADLINE_EXCEEDED is honoured.
+        RESOURCE_EXHAUSTED: the request queue is full, more images than the server takes
+        in one request (zoo serve --max-inputs), or their decoding does not fit its
+        decode budget (--decode-budget-mb); the message names the limit.
+        DEADLINE_EXCEEDED is honoured.
         """
 
     @_abc_1.abstractmethod
@@ -94,7 +109,9 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inference_pb2.ClassifyStreamResponse], _abc.AsyncIterator[_inference_pb2.ClassifyStreamResponse]]:
         """Bidirectional. One response per request, carrying its request_id; a bad image
-        gets its own error_code/error_message and the stream goes on.
+        gets its own error_code/error_message and the stream goes on. The stream ends
+        with DEADLINE_EXCEEDED when the client sends nothing for the server's idle limit
+        (--stream-idle), RESOURCE_EXHAUSTED when as many streams are open as it allows.
         """
 
     @_abc_1.abstractmethod
@@ -105,6 +122,7 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inference_pb2.ClassifyTextResponse, _abc.Awaitable[_inference_pb2.ClassifyTextResponse]]:
         """Unary. Classifies texts with a fine-tuned text classifier. INVALID_ARGUMENT:
         empty batch, empty text, text that is not UTF-8, top_k out of range.
+        RESOURCE_EXHAUSTED: more texts than --max-inputs, or a full queue.
         """
 
     @_abc_1.abstractmethod
@@ -115,7 +133,7 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inference_pb2.EmbedResponse, _abc.Awaitable[_inference_pb2.EmbedResponse]]:
         """Unary. Embeds texts (text models) or images (the pooled features of an image
         model). INVALID_ARGUMENT: neither or both kinds of input, or the wrong kind for
-        the model, or bad inputs as above.
+        the model, or bad inputs as above. RESOURCE_EXHAUSTED as for Classify.
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

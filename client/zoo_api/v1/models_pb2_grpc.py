@@ -84,7 +84,10 @@ class ModelServiceServicer:
         """Server-streaming. Downloads and verifies the model's weights into the server's
         cache, reporting progress; the last message has done = true. NOT_FOUND (unknown
         model or no source has the file), DATA_LOSS (checksum mismatch), UNAVAILABLE
-        (network), FAILED_PRECONDITION (offline and not cached).
+        (network), FAILED_PRECONDITION (offline and not cached). DEADLINE_EXCEEDED: no
+        progress for the server's idle limit (zoo serve --stream-idle; the download goes
+        on and a new FetchModel follows it). RESOURCE_EXHAUSTED: as many streams open as
+        the server allows (--max-streams).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

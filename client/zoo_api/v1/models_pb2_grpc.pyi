@@ -43,7 +43,10 @@ class ModelServiceStub:
     """Server-streaming. Downloads and verifies the model's weights into the server's
     cache, reporting progress; the last message has done = true. NOT_FOUND (unknown
     model or no source has the file), DATA_LOSS (checksum mismatch), UNAVAILABLE
-    (network), FAILED_PRECONDITION (offline and not cached).
+    (network), FAILED_PRECONDITION (offline and not cached). DEADLINE_EXCEEDED: no
+    progress for the server's idle limit (zoo serve --stream-idle; the download goes
+    on and a new FetchModel follows it). RESOURCE_EXHAUSTED: as many streams open as
+    the server allows (--max-streams).
     """
     LoadModel: _grpc.UnaryUnaryMultiCallable[_models_pb2.LoadModelRequest, _models_pb2.LoadModelResponse]
     """Unary. Loads the model into memory (fetching it first if needed) so the next
@@ -70,7 +73,10 @@ class ModelServiceAsyncStub(ModelServiceStub):
     """Server-streaming. Downloads and verifies the model's weights into the server's
     cache, reporting progress; the last message has done = true. NOT_FOUND (unknown
     model or no source has the file), DATA_LOSS (checksum mismatch), UNAVAILABLE
-    (network), FAILED_PRECONDITION (offline and not cached).
+    (network), FAILED_PRECONDITION (offline and not cached). DEADLINE_EXCEEDED: no
+    progress for the server's idle limit (zoo serve --stream-idle; the download goes
+    on and a new FetchModel follows it). RESOURCE_EXHAUSTED: as many streams open as
+    the server allows (--max-streams).
     """
     LoadModel: _aio.UnaryUnaryMultiCallable[_models_pb2.LoadModelRequest, _models_pb2.LoadModelResponse]  # type: ignore[assignment]
     """Unary. Loads the model into memory (fetching it first if needed) so the next
@@ -112,7 +118,10 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         """Server-streaming. Downloads and verifies the model's weights into the server's
         cache, reporting progress; the last message has done = true. NOT_FOUND (unknown
         model or no source has the file), DATA_LOSS (checksum mismatch), UNAVAILABLE
-        (network), FAILED_PRECONDITION (offline and not cached).
+        (network), FAILED_PRECONDITION (offline and not cached). DEADLINE_EXCEEDED: no
+        progress for the server's idle limit (zoo serve --stream-idle; the download goes
+        on and a new FetchModel follows it). RESOURCE_EXHAUSTED: as many streams open as
+        the server allows (--max-streams).
         """
 
     @_abc_1.abstractmethod

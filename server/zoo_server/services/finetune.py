@@ -31,9 +31,9 @@ def job_proto(job: dict[str, Any]) -> finetune_pb2.Job:
     return message
 
 
-def event_proto(job_id: str, event: dict[str, Any]) -> finetune_pb2.JobEvent:
+def event_proto(job_id: str, event: dict[str, Any], seq: int = 0) -> finetune_pb2.JobEvent:
     message = finetune_pb2.JobEvent(
-        job_id=job_id, kind=finetune_pb2.JobEvent.Kind.Value(event.get("kind", "LOG")),
+        job_id=job_id, seq=seq, kind=finetune_pb2.JobEvent.Kind.Value(event.get("kind", "LOG")),
         phase=int(event.get("phase", 0)), epoch=int(event.get("epoch", 0)),
         epochs=int(event.get("epochs", 0)), step=int(event.get("step", 0)),
         steps=int(event.get("steps", 0) or 0), loss=float(event.get("loss", 0.0)),
@@ -46,8 +46,10 @@ def event_proto(job_id: str, event: dict[str, Any]) -> finetune_pb2.JobEvent:
 
 
 class FineTuneService(finetune_pb2_grpc.FineTuneServiceServicer):
-    def __init__(self, datasets: DatasetStore, jobs: JobManager, metrics: Metrics | None):
+    def __init__(self, datasets: DatasetStore, jobs: JobManager, metrics: Metrics | None,
+                 idle_s: float | None = None):
         self.datasets, self.jobs, self.metrics = datasets, jobs, metrics
+        self.idle_s = idle_s  # a watch whose job says nothing this long ends (clients resume)
 
     def UploadDataset(self, request_iterator: Iterator[finetune_pb2.UploadDatasetRequest],
                       context: grpc.ServicerContext) -> finetune_pb2.UploadDatasetResponse:
@@ -105,10 +107,12 @@ class FineTuneService(finetune_pb2_grpc.FineTuneServiceServicer):
 
     def WatchJob(self, request: finetune_pb2.WatchJobRequest, context: grpc.ServicerContext
                  ) -> Iterator[finetune_pb2.JobEvent]:
-        for event in self.jobs.watch(request.job_id, context.is_active):
-            yield event_proto(request.job_id, event)
-
-
+        if request.after < 0:
+            raise InvalidInputError(f"after must be 0 (from the start) or an event's seq, got "
+                                    f"{request.after}")
+        for seq, event in self.jobs.watch(request.job_id, context.is_active, request.after,
+                                          self.idle_s):
+            yield event_proto(request.job_id, event, seq)
 
 
 __all__ = ["FineTuneService", "event_proto", "job_proto"]

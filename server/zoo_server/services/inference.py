@@ -16,7 +16,7 @@ from zoo.hub.spec import TEXT_CLASSIFICATION
 from zoo.predictions import DEFAULT_TOP_K, resolve_top_k, top_predictions
 from zoo_api.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from zoo_server.errors import status_for
-from zoo_server.inference import Inference
+from zoo_server.inference import Inference, prepared_bytes
 from zoo_server.loaders import CLASSIFY, IMAGE_EMBED, TEXT_CLASSIFY, TEXT_EMBED
 from zoo_server.services import deadline_of, spec_of
 from zoo_server.store import FINETUNED, REGISTRY, Resolved
@@ -59,10 +59,12 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                        ) -> Iterator[inference_pb2.ClassifyStreamResponse]:
         """Requests are read on a thread and each goes decode -> batcher -> response through
         future callbacks, so one stream's requests batch with each other and with everyone
-        else's; responses come back as they finish, each with its request_id."""
+        else's; responses come back as they finish, each with its request_id. A request
+        that does not parse, or the client's silence past the idle limit, ends the stream
+        with its status once the requests already read have been answered."""
         out: queue.Queue[Any] = queue.Queue()
         window = threading.BoundedSemaphore(STREAM_WINDOW)
-        state = {"pending": 0, "reading": True}
+        state: dict[str, Any] = {"pending": 0, "reading": True, "error": None}
         lock = threading.Lock()
         end = object()
 
@@ -73,7 +75,7 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                 state["pending"] -= 1
                 finished = not state["reading"] and state["pending"] == 0
             if finished:
-                out.put(end)
+                out.put(state["error"] or end)
 
         def fail(request_id: str, error: BaseException) -> None:
             code, message = status_for(error)
@@ -91,21 +93,31 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
             except Exception as e:
                 fail(rid, e)
                 return
+            try:
+                reservation, _ = self.inference.reserve_images([request.image], loaded.size,
+                                                               ["image"])
+            except Exception as e:
+                self.manager.release(loaded)
+                fail(rid, e)
+                return
             self.manager.begin_prepare(CLASSIFY, resolved)
             decoding = self.inference.pool.submit(self.inference.decode_one, request.image,
                                                   loaded, "image")
 
             def decoded(f: Future[np.ndarray]) -> None:
                 self.manager.end_prepare(CLASSIFY, resolved)
+                reservation.shrink(prepared_bytes(loaded.size))
                 try:
                     batch = loaded.batcher.submit([f.result()], deadline, context.is_active)
                 except BaseException as e:
+                    reservation.release()
                     self.manager.release(loaded)
                     fail(rid, e)
                     return
                 batch.add_done_callback(finished)
 
             def finished(f: Future[Any]) -> None:
+                reservation.release()
                 self.manager.release(loaded)
                 try:
                     probs = f.result()
@@ -123,14 +135,14 @@ class InferenceService(inference_pb2_grpc.InferenceServiceServicer):
                     with lock:
                         state["pending"] += 1
                     start(request)
-            except Exception as e:  # a request that does not parse ends the stream
-                out.put(e)
+            except Exception as e:  # a request that does not parse, or the client's silence
+                state["error"] = e
             finally:
                 with lock:
                     state["reading"] = False
                     finished = state["pending"] == 0
                 if finished:
-                    out.put(end)
+                    out.put(state["error"] or end)
 
         threading.Thread(target=read, name="classify-stream-reader", daemon=True).start()
         while True:

@@ -14,6 +14,7 @@ import grpc
 from zoo.errors import InvalidInputError, ZooError
 from zoo.hub.spec import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_EMBEDDING
 from zoo_api.v1 import common_pb2, models_pb2, models_pb2_grpc
+from zoo_server.errors import IdleStreamError
 from zoo_server.loaders import kind_for
 from zoo_server.manager import ModelManager
 from zoo_server.paths import public_path
@@ -29,8 +30,9 @@ TASK_NAMES = {v: k for k, v in TASKS.items()}
 
 
 class ModelService(models_pb2_grpc.ModelServiceServicer):
-    def __init__(self, store: ModelStore, manager: ModelManager):
+    def __init__(self, store: ModelStore, manager: ModelManager, idle_s: float | None = None):
         self.store, self.manager = store, manager
+        self.idle_s = idle_s  # FetchModel ends after this long without progress
 
     def info(self, m: Resolved, labels: bool = False) -> models_pb2.ModelInfo:
         from zoo.hub.fetch import cached_path
@@ -150,13 +152,20 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
                 progress.put(e)
 
         threading.Thread(target=work, name=f"fetch:{spec.name}", daemon=True).start()
+        last = time.monotonic()
         while True:
             try:
                 item = progress.get(timeout=1.0)
             except queue.Empty:
                 if not context.is_active():
                     return  # the download goes on in the background and lands in the cache
+                if self.idle_s is not None and time.monotonic() - last >= self.idle_s:
+                    raise IdleStreamError(
+                        f"FetchModel: no progress for {self.idle_s:g} s (the server's "
+                        "--stream-idle); the download goes on in the background: call "
+                        "FetchModel again to follow it") from None
                 continue
+            last = time.monotonic()
             if isinstance(item, BaseException):
                 raise item
             yield item
