@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import ROOT, TINY
 from tests.digits import write_digits
 from tests.serving import ServerProcess, mirror_env, zip_folder
 
@@ -35,6 +35,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PHONE = {"width": 390, "height": 844}
 CLASSES = ("0", "1", "2")
+SENTIMENT = ROOT / "tests" / "fixtures" / "sentiment.csv"
 
 
 def chromium() -> str | None:
@@ -62,10 +63,17 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def served(pretrained_tiny, tmp_path_factory) -> Iterator[ServerProcess]:
+    """The server, and a text classifier being fine-tuned on it from the start (in a job of
+    its own, so that it is ready when its test comes)."""
     root = tmp_path_factory.mktemp("web")
     env = {**mirror_env(pretrained_tiny, root), "ZOO_TOKEN": TOKEN}
-    server = ServerProcess(root / "home", env, "--http-port", "0", "--max-jobs", "1")
+    server = ServerProcess(root / "home", env, "--http-port", "0", "--max-jobs", "2")
     try:
+        dataset = json.loads(_upload(server, SENTIMENT.read_bytes(), "TEXT_CSV"))
+        server.sentiment_job = api(server, "FineTuneService/CreateJob", {  # type: ignore[attr-defined]
+            "base": {"name": "minilm_l6_v2"}, "dataset_id": dataset["dataset_id"],
+            "output_name": "sentiment-web",
+            "hyperparameters": {"epochs": 30, "learning_rate": 0.01, "patience": 0}})["id"]
         yield server
     finally:
         assert server.stop() == 0, "".join(server.raw[-20:])
@@ -279,6 +287,33 @@ def test_a_text_model_compares_typed_sentences(ui, served, shots) -> None:
     shots(page, "text-similarity")
 
 
+def test_a_fine_tuned_text_model_classifies_typed_texts(ui, served, shots) -> None:
+    page = ui.page
+    job = served.sentiment_job
+    for _ in range(300):
+        state = api(served, "FineTuneService/GetJob", {"job_id": job})
+        if state["state"] not in ("QUEUED", "RUNNING"):
+            break
+        page.wait_for_timeout(1000)
+    assert state["state"] == "SUCCEEDED", state
+    page.goto("/#/models/sentiment-web")
+    expect(page.locator(".tryit h2")).to_have_text("Try it: classify texts")
+    expect(page.locator("#card-title + dl")).to_contain_text("texts of up to 256 tokens")
+    texts = ["An absolutely wonderful evening, I loved it", "A dreadful, boring waste of time"]
+    page.fill("#tryit-texts", "\n".join(texts))
+    page.click(".tryit button[type=submit]")
+    results = page.locator(".tryit .text-result")
+    expect(results).to_have_count(2, timeout=120_000)
+    expected = api(served, "InferenceService/ClassifyText",
+                   {"model": {"name": "sentiment-web"}, "texts": texts})["results"]
+    for result, answer in zip(results.all(), expected, strict=True):
+        labels = result.locator("ol.bars .label").all_inner_texts()
+        assert labels == [p["label"] for p in answer["predictions"]]
+    assert [r.locator(".result-text").inner_text().rsplit(": ", 1)[1] for r in results.all()] \
+        == ["positive", "negative"]
+    shots(page, "text-classifier")
+
+
 def test_a_finetune_uploaded_through_the_page_runs_live_then_classifies(ui, served, shots,
                                                                         digits_zip,
                                                                         tmp_path) -> None:
@@ -326,10 +361,11 @@ def test_a_finetune_uploaded_through_the_page_runs_live_then_classifies(ui, serv
     shots(page, "job-done")
 
     page.goto("/#/jobs")
-    job_row = page.locator("#jobs tbody tr").first
+    job_row = page.locator("#jobs tbody tr", has_text="digits-web")
     expect(job_row).to_contain_text("succeeded")
     expect(job_row).to_contain_text("digits-web v1")
-    expect(page.locator("#served tbody tr")).to_contain_text("digits-web")
+    expect(job_row.locator("progress")).to_have_attribute("value", "1")
+    expect(page.locator("#served tbody tr", has_text="digits-web")).to_contain_text("v1")
     shots(page, "jobs")
     page.goto("/#/models/digits-web")
     expect(page.locator("h1")).to_have_text("digits-web v1")
@@ -386,6 +422,13 @@ def test_no_console_errors_on_any_page_and_every_page_has_a_title(ui, served, sh
         expect(page.locator("main h1")).to_be_visible(timeout=30_000)
         page.wait_for_load_state("networkidle")
     shots(page, "not-found")
+    page.set_viewport_size(PHONE)  # every page readable at phone width: nothing sticks out
+    for i, path in enumerate(("/#/finetune", "/#/jobs", *jobs[:1], f"/#/models/{TINY}")):
+        page.goto(path)
+        expect(page.locator("main h1")).to_be_visible(timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), path
+        shots(page, f"phone-{i}")
 
 
 def test_the_pages_work_from_the_keyboard(ui, served) -> None:

@@ -91,7 +91,8 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         info.family = str(meta.get("base_family") or "")
         info.params = int(meta.get("params") or meta.get("base_params") or 0)
         inputs = meta.get("input") or {}
-        info.input_size.extend(int(x) for x in inputs.get("size") or ())
+        if m.is_image:  # a text head's zoo.json "size" is its embedding's, not an image's
+            info.input_size.extend(int(x) for x in inputs.get("size") or ())
         info.max_length = int(inputs.get("max_length") or 0)
         info.preprocessing = str(inputs.get("preprocessing") or "")
         info.num_classes = len(meta.get("labels") or [])

@@ -4,7 +4,7 @@ import { call, stream } from "./api.js";
 import {
   errorBox, facts, formatBytes, formatParams, h, heading, num, percent, table, taskLabel, yesNo,
 } from "./dom.js";
-import { modelHref } from "./models.js";
+import { inputOf, modelHref } from "./models.js";
 import { tryIt } from "./tryit.js";
 
 const SOURCES = {
@@ -31,8 +31,8 @@ export async function render(main, { params, signal }) {
     ["source", SOURCES[m.source] || m.source],
     ["license", m.license],
     ["parameters", num(m.params) ? `${formatParams(m.params)} (${num(m.params).toLocaleString()})` : null],
-    ["input", m.input_size && m.input_size.length ? `${m.input_size.join(" × ")} RGB`
-      : m.max_length ? `up to ${m.max_length} tokens` : null],
+    ["input", m.task === "IMAGE_CLASSIFICATION" ? `${inputOf(m, " × ")} RGB`
+      : m.max_length ? `texts of up to ${m.max_length} tokens` : "texts"],
     ["preprocessing", m.preprocessing],
     ["classes", m.num_classes ? String(m.num_classes) : null],
     ["ImageNet top-1 / top-5", m.top1 !== undefined ? `${m.top1}% / ${m.top5 ?? "—"}%` : null],
@@ -127,7 +127,8 @@ async function fetchWeights(model, button, status, refresh) {
 // A fine-tuned model's validation metrics and confusion matrix.
 export function evaluation(model) {
   const metrics = model.metrics || {};
-  const shown = Object.entries(metrics).filter(([key]) => key !== "examples");
+  const shown = Object.entries(metrics).filter(([key]) => key !== "examples")
+    .sort(([a], [b]) => (a === "accuracy" ? -1 : b === "accuracy" ? 1 : a.localeCompare(b)));
   const out = [];
   if (shown.length) {
     out.push(h("section", { class: "panel", "aria-labelledby": "metrics-title" },
@@ -147,7 +148,7 @@ export function evaluation(model) {
 
 function confusionTable(labels, matrix) {
   const biggest = Math.max(1, ...matrix.flat());
-  return h("div", { class: "table-scroll" }, h("table", { class: "confusion", id: "confusion" },
+  return h("div", { class: "table-scroll fit" }, h("table", { class: "confusion", id: "confusion" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "true \\ predicted"),
       labels.map((label) => h("th", { scope: "col" }, label)))),
     h("tbody", {}, matrix.map((row, i) => h("tr", {}, h("th", { scope: "row" }, labels[i] ?? String(i)),

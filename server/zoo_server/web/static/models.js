@@ -35,9 +35,11 @@ export function modelHref(model, version = 0) {
   return `#/models/${encodeURIComponent(model)}${v ? `/v/${v}` : ""}`;
 }
 
-function inputOf(m) {
-  if (m.input_size && m.input_size.length) return m.input_size.join("×");
-  return m.max_length ? `${m.max_length} tokens` : "—";
+export function inputOf(m, sep = "×") {
+  if (m.task === "IMAGE_CLASSIFICATION") {
+    return m.input_size && m.input_size.length ? m.input_size.join(sep) : "—";
+  }
+  return m.max_length ? `${m.max_length} tokens` : "text";
 }
 
 const COLUMNS = [

@@ -165,7 +165,7 @@ function similarityTable(texts, vectors) {
       cell.style.backgroundColor = `rgba(59, 115, 201, ${Math.max(0, score) * 0.45})`;
       return cell;
     })));
-  return h("div", { class: "table-scroll" },
+  return h("div", { class: "table-scroll fit" },
     h("table", { class: "similarity", "aria-label": "cosine similarity of each pair" },
       h("thead", {}, head), h("tbody", {}, rows)));
 }
