@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from tests.conftest import ROOT
 from tests.serving import leftovers
 from zoo.finetuning.hyperparameters import default, field_names
-from zoo_api.v1 import finetune_pb2, models_pb2, models_pb2_grpc
+from zoo_api.v1 import finetune_pb2, finetune_pb2_grpc, models_pb2, models_pb2_grpc
 from zoo_server.config import ServerConfig
 from zoo_server.server import ZOO_SERVICES, ZooServer, create_server
 from zoo_server.web import page
@@ -249,3 +249,43 @@ def test_the_page_ships_as_package_data() -> None:
     files = [p.relative_to(root).as_posix() for p in page.STATIC.rglob("*") if p.is_file()]
     assert files and all(any(fnmatch(f, p) for p in patterns) for f in files), files
     assert (page.STATIC / "index.html").is_file() and (page.STATIC / "sample.jpg").is_file()
+
+
+def test_a_stream_whose_client_goes_away_ends_like_a_cancelled_call() -> None:
+    """WatchJob over HTTP holds a worker thread while it waits for events; when the client
+    disconnects, the servicer must see is_active() turn false and return."""
+    import socket
+    import threading
+    import time
+
+    from zoo_server.oip.http import HttpServer, build_app
+    from zoo_server.web.bridge import Bridge
+
+    ended = threading.Event()
+
+    class Watching(finetune_pb2_grpc.FineTuneServiceServicer):
+        def WatchJob(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
+            try:
+                yield finetune_pb2.JobEvent(job_id=request.job_id, message="queued")
+                while context.is_active():
+                    time.sleep(0.02)
+            finally:
+                ended.set()
+
+    service = finetune_pb2.DESCRIPTOR.services_by_name["FineTuneService"]
+    bridge = Bridge([(service, Watching())], max_body_bytes=1 << 20, threads=4)
+    http = HttpServer(build_app(bridge.routes), "127.0.0.1", 0)
+    port = http.start()
+    try:
+        body = b'{"job_id": "job_0123456789abcdef"}'
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /api/v1/FineTuneService/WatchJob HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            received = b""
+            while b"queued" not in received:
+                received += sock.recv(4096)
+            assert b"200 OK" in received and not ended.is_set()
+        assert ended.wait(10), "the servicer went on after its client left"
+    finally:
+        http.stop(1)
