@@ -48,6 +48,10 @@ export function lineChart(title, series, { yMin = null, yMax = null, xLabel = "e
     svg.append(h("svg:text", { x: px(x), y: H - PAD.bottom + 13, "text-anchor": "middle" }, x));
   }
   svg.append(h("svg:text", { x: W - PAD.right, y: H - 3, "text-anchor": "end" }, xLabel));
+  if (!drawn.length) {
+    svg.append(h("svg:text", { x: (PAD.left + W - PAD.right) / 2, y: H / 2, "text-anchor": "middle" },
+      `waiting for the first ${xLabel}`));
+  }
   drawn.forEach((s, i) => {
     const colour = i % 2;
     const points = s.points.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
