@@ -89,6 +89,17 @@ def parse_json(body: bytes, what: str = "the request body") -> Any:
         raise InvalidInputError(f"{what} is not JSON: {e}") from None
 
 
+def close(replies: Iterator[Any]) -> None:
+    """End a servicer's stream: a generator waiting at a yield is closed (its cleanup runs);
+    one running on a worker thread sees its context inactive and returns by itself."""
+    closer = getattr(replies, "close", None)
+    if closer is not None:
+        try:
+            closer()
+        except ValueError:  # "generator already executing"
+            pass
+
+
 class HttpContext:
     """What the servicers ask of a grpc.ServicerContext, for a call that came over HTTP:
     is the caller still there, and how long it may take (no deadline: HTTP has none)."""
@@ -247,8 +258,10 @@ class Bridge:
             except Exception as e:
                 status, body = self.failure(e)
                 yield frame({"error": {**body, "status": status}}, "error")
-            finally:
-                context.cancel()  # a client gone: the servicer stops as for a cancelled call
+            finally:  # done, or the client went away: the servicer stops as when cancelled
+                context.cancel()
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(close, replies)
 
         return StreamingResponse(lines(), media_type=SSE if sse else NDJSON,
                                  headers={"Cache-Control": "no-store"})
