@@ -76,6 +76,8 @@ def test_list_and_get_model_return_dataclasses(server) -> None:
         assert isinstance(info, zoo_client.ModelInfo) and info.origin == "registry"
         assert info.task == "image-classification" and info.input_size == (96, 96)
         assert len(info.labels) == 1000 and info.num_classes == 1000
+        assert info.source == "keras" and {f.name for f in info.files} == {"top", "notop"}
+        assert all(isinstance(f, zoo_client.WeightFile) and f.origin for f in info.files)
         with pytest.raises(AttributeError):
             info.name = "changed"  # type: ignore[misc]
         text = zoo.list_models(task="text-embedding")

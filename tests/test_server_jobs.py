@@ -348,6 +348,12 @@ def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id, 
     info = stubs.models.GetModel(models_pb2.GetModelRequest(model=spec("digits"))).model
     assert info.origin == models_pb2.ModelInfo.FINETUNED and info.version == 1
     assert list(info.labels) == [str(d) for d in range(10)] and info.base == TINY
+    # Its card: the served file, and the validation confusion matrix (rows: true classes).
+    assert info.source == "finetuned" and info.size_bytes > 0
+    assert [f.name for f in info.files] == ["model.keras"] and info.files[0].cached
+    matrix = [list(row.counts) for row in info.confusion_matrix]
+    assert len(matrix) == 10 and all(len(row) == 10 for row in matrix)
+    assert sum(map(sum, matrix)) == info.metrics["examples"] > 0
     embedded = stubs.inference.Embed(inference_pb2.EmbedRequest(model=spec("digits"),
                                                                 images=[sevens[0].read_bytes()]))
     assert embedded.dimension == 1280

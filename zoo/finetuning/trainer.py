@@ -395,7 +395,7 @@ class Trainer:
                         if k not in ("per_class", "confusion_matrix")},
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        write_json(out / "metrics.json", metrics)
+        write_json(out / model_dir.METRICS_FILE, metrics)
         write_json(out / "history.json", history)
         (out / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
         exported = export(out) if export is not None else None
