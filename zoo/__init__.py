@@ -6,6 +6,7 @@ or run a model.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import (
@@ -48,11 +49,18 @@ _LAZY = {
 }
 
 
+# `zoo.finetune` names the fine-tune function (lazily, through _LAZY) and a package of its
+# parts (zoo/finetune/). Python binds a package to its parent's attribute when it is first
+# imported, which would replace the function by the package; importing the package here
+# (empty: no TensorFlow) and dropping that binding keeps `zoo.finetune(...)` the function.
+# Its modules import as usual: `from zoo.finetune.head_fit import fit_head`.
+importlib.import_module("zoo.finetune")
+del globals()["finetune"]
+
+
 def __getattr__(name: str) -> Any:
     # Lazily imported so that `import zoo` stays fast for the CLI's cheap commands.
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
