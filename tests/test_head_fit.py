@@ -179,7 +179,7 @@ def test_on_image_features_the_head_reaches_the_probe(weight_server) -> None:
 
     spec = zoo.get_spec(TINY)
     base = zoo.load_model(TINY, include_top=False, input_shape=(32, 32, 3))
-    pixels, y = rgb_digits(32, start=90, count=30)
+    pixels, y = rgb_digits(32, start=90, count=20)
     x = np.asarray(base.predict(preprocess(pixels, spec.input.preprocessing), verbose=0))
     head, probe = held_out_accuracies(x, y)
     assert head >= probe - 0.01, (head, probe)
