@@ -321,7 +321,7 @@ class JobManager:
         job_id = worker.job_id
         kind = event.get("event")
         message = describe(event) or ""
-        if kind == "epoch":
+        if kind in ("epoch", "head"):  # "head": phase 1 fitted to its optimum, all at once
             numbers = epoch_metrics(event)
             loss = numbers.pop("loss", 0.0)
             self._record(job_id, "EPOCH", phase=event.get("phase", 1), epoch=event.get("epoch", 0),

@@ -68,8 +68,9 @@ class HyperParameters:
         optional=True, image_only=True)
     learning_rate: float = _hp(1e-3, float, "the optimizer's learning rate", low=0, high=10,
                                low_open=True, main=True)
-    dropout: float = _hp(0.2, float, "dropout before the new head", low=0, high=1,
-                         high_open=True)
+    dropout: float = _hp(0.0, float, "dropout on the features before the new head (the "
+                         "fitted head uses its quadratic approximation, an adaptive L2; phase "
+                         "2 trains with it)", low=0, high=1, high_open=True)
     augment: bool = _hp(False, bool, "random flip, rotation, zoom and contrast (slower: no "
                         "feature cache)", image_only=True, main=True)
     label_smoothing: float = _hp(0.0, float, "label smoothing of the loss", low=0, high=1,
@@ -82,6 +83,9 @@ class HyperParameters:
                            low=0, high=1, high_open=True)
     seed: int = _hp(0, int, "seed of the split, shuffles and initialisation", low=0,
                     high=SEED_MAX)
+    fit_head: bool = _hp(True, bool, "train the phase-1 head epoch by epoch (Adam, early "
+                         "stopping) instead of fitting it to its optimum on the cached features "
+                         "(L-BFGS, L2 chosen on the validation split)", flag="--no-fit-head")
     cache_features: bool = _hp(True, bool, "run the frozen base on every epoch instead of "
                                "caching its features (slow; for comparison)", image_only=True,
                                flag="--no-feature-cache")
