@@ -58,6 +58,21 @@ class ModelInfo:
     loaded: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    replicas: int = 0  # zoo serve --ray: replicas serving it now
+    replica_loads: tuple[ReplicaLoad, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """One replica of a model a `zoo serve --ray` server runs on its Ray cluster."""
+
+    replica: str
+    node: str
+    requests: int
+    inputs: int
+    batches: int
+    queued: int
+    in_flight: int
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,9 @@ def model_info(m: models_pb2.ModelInfo) -> ModelInfo:
         labels=tuple(m.labels), top1=m.top1 if m.HasField("top1") else None,
         top5=m.top5 if m.HasField("top5") else None, license=m.license, cached=m.cached,
         loaded=m.loaded, metrics=dict(m.metrics), description=m.description,
+        replicas=m.replicas,
+        replica_loads=tuple(ReplicaLoad(r.replica, r.node, r.requests, r.inputs, r.batches,
+                                        r.queued, r.in_flight) for r in m.replica_loads),
     )
 
 

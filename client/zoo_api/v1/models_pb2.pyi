@@ -165,6 +165,8 @@ class ModelInfo(_message.Message):
     LOADED_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    REPLICA_LOADS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     """fine-tuned models; 0 for registry models"""
@@ -188,6 +190,10 @@ class ModelInfo(_message.Message):
     loaded: _builtins.bool
     """it is in memory now"""
     description: _builtins.str
+    replicas: _builtins.int
+    """With `zoo serve --ray`: replicas serving the model now (0: it runs in the server's own
+    process, or is not loaded), and each one's load.
+    """
     @_builtins.property
     def input_size(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """images: [height, width]"""
@@ -200,6 +206,8 @@ class ModelInfo(_message.Message):
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """fine-tuned: validation metrics"""
 
+    @_builtins.property
+    def replica_loads(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaLoad]: ...
     def __init__(
         self,
         *,
@@ -222,10 +230,12 @@ class ModelInfo(_message.Message):
         loaded: _builtins.bool = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         description: _builtins.str = ...,
+        replicas: _builtins.int = ...,
+        replica_loads: _abc.Iterable[Global___ReplicaLoad] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "top1", b"top1", "top5", b"top5"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "description", b"description", "family", b"family", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "description", b"description", "family", b"family", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "replica_loads", b"replica_loads", "replicas", b"replicas", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__top1: _TypeAlias = _typing.Literal["top1"]  # noqa: Y015
     _WhichOneofArgType__top1: _TypeAlias = _typing.Literal["_top1", b"_top1"]  # noqa: Y015
@@ -237,6 +247,52 @@ class ModelInfo(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__top5) -> _WhichOneofReturnType__top5 | None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ReplicaLoad(_message.Message):
+    """One replica of a model served on a Ray cluster, as its last reply reported it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    replica: _builtins.str
+    """Ray Serve's replica id"""
+    node: _builtins.str
+    """the Ray node it runs on ("" until it has answered)"""
+    requests: _builtins.int
+    """calls it answered (each a batch the server sent it)"""
+    inputs: _builtins.int
+    """images or texts in them"""
+    batches: _builtins.int
+    """compiled calls it ran (it batches concurrent calls again)"""
+    queued: _builtins.int
+    """inputs waiting in its batcher"""
+    in_flight: _builtins.int
+    """calls it was serving"""
+    def __init__(
+        self,
+        *,
+        replica: _builtins.str = ...,
+        node: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        inputs: _builtins.int = ...,
+        batches: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "in_flight", b"in_flight", "inputs", b"inputs", "node", b"node", "queued", b"queued", "replica", b"replica", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaLoad: _TypeAlias = ReplicaLoad  # noqa: Y015
 
 @_typing.final
 class FetchModelRequest(_message.Message):

@@ -36,6 +36,13 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
 
         info = models_pb2.ModelInfo(name=m.name, version=m.version, task=TASKS.get(m.task, 0),
                                     loaded=self.manager.is_loaded(m.name, m.version))
+        loads = self.manager.replica_loads(m.name, m.version)
+        if loads is not None:  # served by replicas on a Ray cluster
+            info.replicas = len(loads)
+            info.replica_loads.extend(
+                models_pb2.ReplicaLoad(replica=r.replica, node=r.node, requests=r.requests,
+                                       inputs=r.inputs, batches=r.batches, queued=r.queued,
+                                       in_flight=r.in_flight) for r in loads)
         if m.origin == REGISTRY:
             spec = m.spec
             assert spec is not None
