@@ -28,6 +28,7 @@ def finetune(
     record: bool = True,
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    extract_features: Callable[..., Any] | None = None,
     **hyperparameters: Any,
 ) -> FineTuneResult:
     """Fine-tune registered model `base` on `data`; write a Zoo model folder to `out`.
@@ -40,6 +41,8 @@ def finetune(
     `on_event` receives one dict per state change and epoch (zoo.finetuning.events says
     them in words); `should_stop` is polled between batches, and a True answer ends
     training cleanly after a checkpoint (InterruptedError; `resume=True` continues).
+    `extract_features` (images) computes phase 1's frozen features of a split in place of
+    this process (zoo.finetuning.image.FeatureExtractor: e.g. sharded over a Ray cluster).
     """
     ref = (base if isinstance(base, ModelRef) else
            registry(base) if isinstance(base, ModelSpec) else resolve(base))
@@ -56,7 +59,7 @@ def finetune(
         model_dir.check_record_name(name, what)
     run = RunOptions(val_data=val_data, callbacks=tuple(callbacks or ()), resume=resume,
                      export=export, name=name, record=record, on_event=on_event,
-                     should_stop=should_stop)
+                     should_stop=should_stop, extract_features=extract_features)
     if spec.is_text:
         if export is not None:
             raise InvalidInputError(f"--export applies to image bases; {spec.name} is a text "

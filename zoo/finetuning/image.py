@@ -25,7 +25,7 @@ import numpy as np
 
 from zoo.errors import InvalidInputError
 from zoo.finetuning.hyperparameters import HyperParameters
-from zoo.finetuning.image_data import ImageDataset, load_image_dataset, to_tf_dataset
+from zoo.finetuning.image_data import ImageDataset, Split, load_image_dataset, to_tf_dataset
 from zoo.finetuning.trainer import (
     FineTuneResult,
     RunOptions,
@@ -38,6 +38,13 @@ from zoo.hub.spec import IMAGE_CLASSIFICATION, ModelSpec
 from zoo.vision.inference import compiled_image_call, inference_model
 
 EXPORT_FORMATS = ("savedmodel",)
+FEATURE_BATCH = 64  # images per call of phase 1's frozen forward pass
+
+FeatureExtractor = Callable[[ModelSpec, tuple[int, int], Split], np.ndarray]
+"""Phase 1's frozen forward pass over one split: (base spec, image size, split) -> its
+features, in order. `frozen_features` runs it in this process; a FeatureExtractor given to
+zoo.finetune (`extract_features=`) runs it elsewhere, e.g. zoo_server.scale.features
+sharded over a Ray cluster, and must give the same features."""
 
 
 # --- building blocks ---------------------------------------------------------------------
@@ -140,6 +147,23 @@ def predict_all(call: Callable[[Any], Any], pixels_ds: Any, in_flight: int = 2) 
     return np.concatenate(outputs)
 
 
+def frozen_features(spec: ModelSpec, size: tuple[int, int], split: Split,
+                    base: Any = None) -> np.ndarray:
+    """The frozen base's features of `split`, in batches of FEATURE_BATCH, through an
+    inference copy with BatchNorm folded. `base`: the base already built (else it is built
+    here, from the same verified pretrained weights)."""
+    import keras
+
+    from zoo.vision.build import build_image_model
+
+    if base is None:
+        base = build_image_model(spec, include_top=False, input_shape=(*size, 3))
+        base.trainable = False
+    extractor = keras.Sequential([preprocessing_block(spec.input.preprocessing), base])
+    extract = compiled_image_call(inference_model(extractor), size)
+    return predict_all(extract, to_tf_dataset(split, size, FEATURE_BATCH))
+
+
 # --- the recipe --------------------------------------------------------------------------
 
 
@@ -193,11 +217,13 @@ def _train(trainer: Trainer, dataset: ImageDataset, size: tuple[int, int],
                   "resumed_from_epoch": start})
     if not trainer.phase1_done:
         if cached:
-            extractor = keras.Sequential([preprocessing_block(spec.input.preprocessing), base])
             started = time.perf_counter()
-            extract = compiled_image_call(inference_model(extractor), size)
-            f_train = predict_all(extract, to_tf_dataset(dataset.train, size, 64))
-            f_val = predict_all(extract, to_tf_dataset(dataset.val, size, 64))
+            if trainer.run.extract_features is not None:
+                f_train = trainer.run.extract_features(spec, size, dataset.train)
+                f_val = trainer.run.extract_features(spec, size, dataset.val)
+            else:
+                f_train = frozen_features(spec, size, dataset.train, base)
+                f_val = frozen_features(spec, size, dataset.val, base)
             trainer.emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
                           "shape": list(f_train.shape)})
             if start:

@@ -72,6 +72,9 @@ class RunOptions:
     record: bool = True  # remember the result in the local index (`zoo list --local`)
     on_event: Callable[[Event], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    # Images: phase 1's frozen forward pass over a split (zoo.finetuning.image's
+    # FeatureExtractor); None: in this process. zoo serve --ray shards it over a cluster.
+    extract_features: Callable[..., np.ndarray] | None = None
 
 
 def checkpoint_epoch(out: str | Path) -> int | None:
