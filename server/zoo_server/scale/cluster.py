@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,11 @@ class RayCluster:
             self.close()
             raise ServerError("--ray with a cluster address needs --model-store: a folder "
                               "every node mounts, or an fsspec URL such as s3://bucket/zoo")
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False)
+            _restore(handlers)  # Ray's own would abort the server on SIGTERM, mid-shutdown
             serve.start(proxy_location="Disabled",
                         logging_config={"enable_access_log": False, "log_level": "WARNING"})
         except Exception as e:
@@ -114,3 +117,14 @@ class RayCluster:
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
             self._temp = None
+
+
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
+    """Put back the server's signal handlers (graceful shutdown) after ray.init replaced
+    them; only the main thread may, and only Python handlers are put back."""
+    for sig, handler in handlers.items():
+        if callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread: the caller handles signals itself
+                return

@@ -30,10 +30,15 @@ from zoo.hub.spec import ModelSpec
 
 def shard_bounds(n: int, shards: int, batch: int = FEATURE_BATCH) -> list[tuple[int, int]]:
     """`n` items cut into at most `shards` contiguous [start, end) ranges of whole batches
-    (the last may end short)."""
+    (the last may end short), as even as whole batches allow."""
     batches = math.ceil(n / batch)
-    per = math.ceil(batches / max(1, shards))
-    return [(start * batch, min(n, (start + per) * batch)) for start in range(0, batches, per)]
+    count = min(max(1, shards), batches)
+    bounds, start = [], 0
+    for i in range(count):
+        size = batches // count + (1 if i < batches % count else 0)
+        bounds.append((start * batch, min(n, (start + size) * batch)))
+        start += size
+    return bounds
 
 
 def shard_of(split: Split, start: int, end: int, size: tuple[int, int]) -> Split:
