@@ -1,0 +1,190 @@
+"""Zoo on Ray: feature extraction and serving with one node and two, and the Ray path's
+overhead against the single process, all in one run.
+
+The cluster is on this machine: a head and a second node, each a `ray start` process with
+one CPU (Ray's accounting; both share this machine's cores, so on 2 cores the gain of a
+second node is bounded by the cores, not by Zoo: read the figures as overhead and as a
+lower bound of what separate machines give). MobileNetV2 at 224 px, official-format
+weights behind a local folder mirror (as bench/serve.py), JPEG crops of scikit-image's
+sample photographs.
+
+  features  phase 1's frozen forward pass over N images: (a) in this process
+            (`frozen_features`), (b) ShardedFeatures over 1 actor on 1 node, (c) over 2
+            actors on 2 nodes; (b) and (c) warm (actors started by a first call, timed
+            apart). Ratios: (c)/(b), and (b)/(a): the cost of moving pixels to an actor
+  serving   Classify, one JPEG per call, C concurrent clients: (a) `zoo serve` alone,
+            (b) `zoo serve --ray` with 1 replica on 1 node, (c) 2 replicas on 2 nodes.
+            (a) and (b) are measured in alternating pairs (the machine's speed drifts);
+            the median pair ratio (b)/(a) is the Ray path's overhead (goal >= 0.8)
+
+    .venv/bin/python bench/scale.py [--images 512] [--seconds 8] [--clients 16] [--pairs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "client", ROOT / "server"):
+    sys.path.insert(0, str(path))
+
+from bench.serve import MODEL, free_port, jpegs, load, mirror  # noqa: E402
+
+
+def start_server(env: dict[str, str], home: Path, log: Path, *args: str) -> tuple[Any, str]:
+    from zoo_client import ZooClient
+
+    port = free_port()
+    command = [sys.executable, "-m", "zoo.cli.main", "serve", "--port", str(port), "--home",
+               str(home), "--max-jobs", "0", "--preload", MODEL, *args]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out,
+                                   stdin=subprocess.DEVNULL)
+    target = f"127.0.0.1:{port}"
+    with ZooClient(target) as client:
+        client.wait_until_serving(timeout=600)
+    return process, target
+
+
+def stop(process: Any) -> None:
+    process.terminate()
+    try:
+        process.wait(90)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def feature_rows(images: int, env: dict[str, str], nodes: int) -> dict[str, float]:
+    """Images/s of phase 1's forward pass: in process, and sharded over `nodes` actors."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.keras_weights import photo_batch
+    from zoo.finetuning.image import frozen_features
+    from zoo.finetuning.image_data import Split
+    from zoo.hub.registry import get_spec
+    from zoo_server.scale.features import ShardedFeatures
+
+    for name in ("ZOO_MANIFEST", "ZOO_KERAS_MIRROR", "ZOO_HOME"):
+        os.environ[name] = env[name]
+    spec, size = get_spec(MODEL), (224, 224)
+    pixels = photo_batch(size, n=images, seed=1).astype(np.uint8)
+    split = Split([Path(f"{i}.jpg") for i in range(images)], np.zeros(images, np.int64),
+                  np.stack([np.asarray(Image.fromarray(p)) for p in pixels]))
+    rows: dict[str, float] = {}
+    frozen_features(spec, size, Split(split.paths[:64], split.labels[:64], pixels[:64]))
+    started = time.perf_counter()
+    alone = frozen_features(spec, size, split)
+    rows["in process"] = images / (time.perf_counter() - started)
+    for shards in sorted({1, nodes}):
+        sharded = ShardedFeatures(shards, min_images=1)
+        try:
+            started = time.perf_counter()
+            sharded(spec, size, split)  # starts the actors
+            rows[f"{shards} actor(s), first call (starts them)"] = (
+                images / (time.perf_counter() - started))
+            started = time.perf_counter()
+            features = sharded(spec, size, split)
+            rows[f"{shards} actor(s)"] = images / (time.perf_counter() - started)
+            print(f"{shards} actor(s) ran on {len(set(sharded.nodes))} node(s)", flush=True)
+        finally:
+            sharded.close()
+        assert np.allclose(features, alone, rtol=1e-5, atol=1e-5), "sharded != in process"
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=3)
+    args = parser.parse_args()
+
+    import numpy as np
+    import ray
+
+    from zoo_server.scale.nodes import start_node
+
+    work = Path(tempfile.mkdtemp(prefix="zoo-bench-scale-"))
+    temp = Path(tempfile.mkdtemp(prefix="zr-"))
+    env = {**os.environ, **mirror(work), "PYTHONPATH": os.pathsep.join(
+        str(p) for p in (ROOT, ROOT / "client", ROOT / "server"))}
+    images = jpegs(32)
+    nodes = []
+    servers: list[Any] = []
+    try:
+        head = start_node(head=True, num_cpus=1, env={**env, "ZOO_HOME": str(work / "h1")},
+                          temp_dir=temp, log=work / "head.log")
+        nodes.append(head)
+        ray.init(address=head.address, log_to_driver=False, configure_logging=False)
+        print(f"# bench/scale.py: {MODEL} at 224 px, {os.cpu_count()} cores, "
+              f"{args.images} images, {args.clients} clients x {args.seconds:.0f} s")
+
+        one = feature_rows(args.images, env, 1)
+        single, single_target = start_server(env, work / "home-a", work / "a.log")
+        servers.append(single)
+        ray_one, ray_target = start_server(
+            env, work / "home-b", work / "b.log", "--ray", head.address, "--model-store",
+            (work / "store").as_uri(), "--replicas", "1")
+        servers.append(ray_one)
+        pairs = []
+        for _ in range(args.pairs):
+            a = load(single_target, images, args.clients, args.seconds)
+            b = load(ray_target, images, args.clients, args.seconds)
+            pairs.append((a["rate"], b["rate"]))
+            print(f"pair: single process {a['rate']:.1f}/s (p50 {a['p50_ms']:.0f} ms), "
+                  f"ray 1 replica {b['rate']:.1f}/s (p50 {b['p50_ms']:.0f} ms)", flush=True)
+        for process in servers:
+            stop(process)
+        servers.clear()
+
+        nodes.append(start_node(head=False, address=head.address, num_cpus=1,
+                                env={**env, "ZOO_HOME": str(work / "h2")},
+                                log=work / "node2.log"))
+        time.sleep(5)
+        two = feature_rows(args.images, env, 2)
+        ray_two, two_target = start_server(
+            env, work / "home-c", work / "c.log", "--ray", head.address, "--model-store",
+            (work / "store").as_uri(), "--replicas", "2")
+        servers.append(ray_two)
+        c = load(two_target, images, args.clients, args.seconds)
+        print(f"ray 2 replicas on 2 nodes: {c['rate']:.1f}/s (p50 {c['p50_ms']:.0f} ms)")
+
+        ratios = [b / a for a, b in pairs]
+        print("\n| measure | images/s |\n|---|---|")
+        for name, rate in {**one, **{k: v for k, v in two.items() if "2 actor" in k}}.items():
+            print(f"| features: {name} | {rate:.1f} |")
+        print(f"| serving: single process (median of {len(pairs)}) | "
+              f"{np.median([a for a, _ in pairs]):.1f} |")
+        print(f"| serving: Ray, 1 replica on 1 node (median) | "
+              f"{np.median([b for _, b in pairs]):.1f} |")
+        print(f"| serving: Ray, 2 replicas on 2 nodes | {c['rate']:.1f} |")
+        sharded_one, sharded_two = one["1 actor(s)"], two["2 actor(s)"]
+        print(f"\nfeatures, 2 nodes / 1 node: {sharded_two / sharded_one:.2f}x; "
+              f"1 actor / in process: {sharded_one / one['in process']:.2f}")
+        print(f"serving, Ray 1 replica / single process: median {np.median(ratios):.2f} "
+              f"(pairs {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.8)")
+        one_replica = float(np.median([b for _, b in pairs]))
+        print(f"serving, 2 replicas / 1 replica: {c['rate'] / one_replica:.2f}x")
+    finally:
+        for process in servers:
+            stop(process)
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.stop(10)
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
