@@ -197,6 +197,7 @@ def test_a_job_survives_the_loss_of_its_node(cluster, digits, tmp_path):
     server = ray_server(cluster, home, "--job-resources", "trainer=1", "--max-jobs", "2",
                         "--replica-cpus", "0.5")
     stubs = Stubs(server.target)
+    dataset = None
     try:
         dataset = stubs.finetune.UploadDataset(iter(upload_requests(zip_folder(digits),
                                                                     finetune_pb2.IMAGE_ZIP)))
@@ -239,6 +240,10 @@ def test_a_job_survives_the_loss_of_its_node(cluster, digits, tmp_path):
     finally:
         stubs.close()
         assert server.stop() == 0, "".join(server.raw[-30:])
+        from zoo_server.scale.jobs import DATA_ROOT
+
+        if dataset is not None:  # the nodes' copies (this machine's temporary folder)
+            shutil.rmtree(DATA_ROOT / "datasets" / dataset.dataset_id, ignore_errors=True)
 
 
 def list_events(stubs: Stubs, job_id: str) -> list[finetune_pb2.JobEvent]:

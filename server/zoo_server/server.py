@@ -107,7 +107,7 @@ class ZooServer:
         self.ray: Any = None  # with --ray: zoo_server.scale's cluster
         loaders, launcher = None, None
         if config.ray is not None:
-            from zoo_server.scale import attach
+            from zoo_server.scale.attach import attach
 
             self.ray, loaders, launcher = attach(config, home, self.metrics)
         self.manager = ModelManager(config, self.metrics, loaders)

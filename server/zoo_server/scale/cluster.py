@@ -25,7 +25,7 @@ from typing import Any
 from zoo_server.config import ServerConfig
 from zoo_server.errors import ServerError
 from zoo_server.logs import log_event
-from zoo_server.scale import require_ray
+from zoo_server.scale.install import require_ray
 from zoo_server.scale.nodes import RayNode, start_node
 from zoo_server.scale.shared import SharedStore
 

@@ -27,6 +27,7 @@ import json
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
@@ -45,6 +46,8 @@ from zoo_server.scale.shared import SharedStore
 MIB = 1024 * 1024
 KILLED = -signal.SIGKILL
 SNAPSHOT_EVERY_S = 0.5
+# Datasets copied from the model store, per node (dataset ids are content hashes).
+DATA_ROOT = Path(tempfile.gettempdir()) / "zoo-ray-data"
 
 
 def parse_resources(entries: tuple[str, ...]) -> dict[str, float]:
@@ -121,7 +124,8 @@ class JobActor:
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)  # an earlier attempt on this node
         try:
-            data = self.store.get_dir(spec["dataset"], home / "ray-data" / spec["dataset"])
+            # The same path on every node: a resumed run checks it is on the same data.
+            data = self.store.get_dir(spec["dataset"], DATA_ROOT / spec["dataset"])
             resumed = spec.get("resume") and self.store.get_snapshot(
                 checkpoints_key, out / "checkpoints", STATE_FILE)
         except Exception as e:
