@@ -101,6 +101,41 @@ def ray_server(cluster: Cluster, home: Path, *args: str) -> ServerProcess:
                          (home.parent / "store").as_uri(), *args)
 
 
+# --- --ray auto ---------------------------------------------------------------------------
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_ray_auto_starts_a_local_instance_and_stops_it(pretrained_tiny, tmp_path):
+    """`--ray auto`: a head node of the server's own, one replica, gone with the server."""
+    env = mirror_env(pretrained_tiny, tmp_path)
+    server = ServerProcess(tmp_path / "home", env, "--ray", "auto", "--max-jobs", "0")
+    stubs = Stubs(server.target)
+    try:
+        connected = server.event("ray_connected")
+        assert connected["local"] and connected["nodes"] == 1
+        assert connected["model_store"] == str(tmp_path / "home" / "shared")
+        reply = stubs.inference.Classify(inference_pb2.ClassifyRequest(
+            model=spec(), images=distinct_images(2)), timeout=300)
+        assert len(reply.results) == 2
+        info = stubs.models.GetModel(models_pb2.GetModelRequest(model=spec())).model
+        assert info.replicas == 1 and info.replica_loads[0].inputs == 2
+    finally:
+        stubs.close()
+        assert server.stop() == 0, "".join(server.raw[-30:])
+    gcs = f"--gcs-address={connected['address']}"
+    wait_for(lambda: not processes_mentioning(gcs), timeout=30)  # the local Ray node stopped
+
+
 # --- data-parallel feature extraction --------------------------------------------------------
 
 
