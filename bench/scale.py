@@ -37,7 +37,29 @@ ROOT = Path(__file__).resolve().parent.parent
 for path in (ROOT, ROOT / "client", ROOT / "server"):
     sys.path.insert(0, str(path))
 
-from bench.serve import MODEL, free_port, jpegs, load, mirror  # noqa: E402
+from bench.serve import MODEL, free_port, jpegs, load  # noqa: E402
+
+
+def mirror(work: Path) -> dict[str, str]:
+    """Official-format weights for MODEL, with and without its top, and a class index,
+    behind a folder mirror (bench/serve.py's, plus the feature extractor's file)."""
+    import json
+
+    from tests.keras_weights import write_legacy_h5, write_mirror
+    from zoo.hub.manifest import load_manifest
+
+    entry = load_manifest().model(MODEL)
+    index = work / "weights" / "imagenet_class_index.json"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps({str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}))
+    manifest = write_mirror(work / "mirror", {
+        entry.files["top"].origin: write_legacy_h5(MODEL, True, work / "weights" / "top.h5"),
+        entry.files["notop"].origin: write_legacy_h5(MODEL, False,
+                                                     work / "weights" / "notop.h5"),
+        load_manifest().asset("imagenet_class_index").origin: index,
+    }, work / "manifest.json")
+    return {"ZOO_MANIFEST": str(manifest), "ZOO_KERAS_MIRROR": str(work / "mirror"),
+            "ZOO_HOME": str(work / "home")}
 
 
 def start_server(env: dict[str, str], home: Path, log: Path, *args: str) -> tuple[Any, str]:

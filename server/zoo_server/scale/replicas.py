@@ -35,7 +35,7 @@ import numpy as np
 
 from zoo_server.batching import Batcher
 from zoo_server.config import ServerConfig
-from zoo_server.errors import ServerError
+from zoo_server.errors import ModelUnloadedError, ServerError
 from zoo_server.loaders import Built, Loader, build
 from zoo_server.logs import log_event
 from zoo_server.scale.cluster import RayCluster
@@ -184,6 +184,8 @@ class RayLoader(Loader):
 
     def build(self, resolved: Resolved) -> Built:
         from ray import serve
+        from ray.exceptions import RayError, RayTaskError
+        from ray.serve.exceptions import RayServeException
 
         config = self.config
         lowest, highest = config.replica_bounds
@@ -219,7 +221,14 @@ class RayLoader(Loader):
         self.board.add(replicas)
 
         def run(inputs: list[Any]) -> Any:
-            outputs, load = handle.remote(inputs).result()
+            try:
+                outputs, load = handle.remote(inputs).result()
+            except RayTaskError as e:  # the replica raised: its error, as if raised here
+                raise (e.cause if isinstance(e.cause, Exception) else e) from None
+            except (RayError, RayServeException) as e:  # a replica (or its node) went away
+                raise ModelUnloadedError(
+                    f"{resolved.describe()}: its replica was lost ({_first_line(e)}); retry: "
+                    "the cluster starts another") from None
             replicas.record(load)
             return outputs
 
@@ -241,6 +250,11 @@ class RayLoader(Loader):
         app = self.app_name(resolved)
         self.board.remove(app)
         serve.delete(app, _blocking=False)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def _as_pixels(image: np.ndarray) -> np.ndarray:
