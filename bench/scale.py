@@ -1,10 +1,10 @@
 """Zoo on Ray: feature extraction and serving with one node and two, and the Ray path's
 overhead against the single process, all in one run.
 
-The cluster is on this machine: a head and a second node, each a `ray start` process with
-one CPU (Ray's accounting; both share this machine's cores, so on 2 cores the gain of a
-second node is bounded by the cores, not by Zoo: read the figures as overhead and as a
-lower bound of what separate machines give). MobileNetV2 at 224 px, official-format
+The clusters are on this machine, each node a `ray start` process: the nodes share this
+machine's cores, so the gain of a second node is bounded by the cores, not by Zoo (read
+the figures as the cost of the distribution, and as a lower bound of what separate
+machines give). MobileNetV2 at 224 px, official-format
 weights behind a local folder mirror (as bench/serve.py), JPEG crops of scikit-image's
 sample photographs.
 
@@ -14,6 +14,9 @@ sample photographs.
             apart). Ratios: (c)/(b), and (b)/(a): the cost of moving pixels to an actor
   serving   Classify, one JPEG per call, C concurrent clients: (a) `zoo serve` alone,
             (b) `zoo serve --ray` with 1 replica on 1 node, (c) 2 replicas on 2 nodes.
+  The one-node cluster has all the machine's cores; the two-node one, half each (and every
+  actor and replica reserves its node's CPUs, which size its TensorFlow thread pool), so
+  both use the same cores.
             (a) and (b) are measured in alternating pairs (the machine's speed drifts);
             the median pair ratio (b)/(a) is the Ray path's overhead (goal >= 0.8)
 
@@ -85,10 +88,11 @@ def stop(process: Any) -> None:
         process.kill()
 
 
-def feature_rows(images: int, env: dict[str, str], nodes: int) -> dict[str, float]:
-    """Images/s of phase 1's forward pass: in process, and sharded over `nodes` actors."""
+def feature_rows(images: int, env: dict[str, str], shards: int, cpus: float
+                 ) -> dict[str, float]:
+    """Images/s of phase 1's forward pass in this process, and over `shards` actors of
+    `cpus` CPUs each (first call: starting them; then warm)."""
     import numpy as np
-    from PIL import Image
 
     from tests.keras_weights import photo_batch
     from zoo.finetuning.image import frozen_features
@@ -100,28 +104,53 @@ def feature_rows(images: int, env: dict[str, str], nodes: int) -> dict[str, floa
         os.environ[name] = env[name]
     spec, size = get_spec(MODEL), (224, 224)
     pixels = photo_batch(size, n=images, seed=1).astype(np.uint8)
-    split = Split([Path(f"{i}.jpg") for i in range(images)], np.zeros(images, np.int64),
-                  np.stack([np.asarray(Image.fromarray(p)) for p in pixels]))
-    rows: dict[str, float] = {}
+    split = Split([Path(f"{i}.jpg") for i in range(images)], np.zeros(images, np.int64), pixels)
     frozen_features(spec, size, Split(split.paths[:64], split.labels[:64], pixels[:64]))
     started = time.perf_counter()
     alone = frozen_features(spec, size, split)
-    rows["in process"] = images / (time.perf_counter() - started)
-    for shards in sorted({1, nodes}):
-        sharded = ShardedFeatures(shards, min_images=1)
-        try:
-            started = time.perf_counter()
-            sharded(spec, size, split)  # starts the actors
-            rows[f"{shards} actor(s), first call (starts them)"] = (
-                images / (time.perf_counter() - started))
-            started = time.perf_counter()
-            features = sharded(spec, size, split)
-            rows[f"{shards} actor(s)"] = images / (time.perf_counter() - started)
-            print(f"{shards} actor(s) ran on {len(set(sharded.nodes))} node(s)", flush=True)
-        finally:
-            sharded.close()
-        assert np.allclose(features, alone, rtol=1e-5, atol=1e-5), "sharded != in process"
+    rows = {"in process": images / (time.perf_counter() - started)}
+    sharded = ShardedFeatures(shards, min_images=1, cpus=cpus)
+    try:
+        started = time.perf_counter()
+        sharded(spec, size, split)
+        rows["first call (starts the actors)"] = images / (time.perf_counter() - started)
+        started = time.perf_counter()
+        features = sharded(spec, size, split)
+        rows["sharded"] = images / (time.perf_counter() - started)
+    finally:
+        sharded.close()
+    assert np.allclose(features, alone, rtol=1e-5, atol=1e-5), "sharded != in process"
+    print(f"features: {shards} actor(s) of {cpus:g} CPU(s) on {len(set(sharded.nodes))} "
+          f"node(s): {rows}", flush=True)
     return rows
+
+
+def cluster(work: Path, env: dict[str, str], cpus: list[int]) -> list[Any]:
+    """A head and more nodes on this machine, `cpus[i]` CPUs each, and this process on it."""
+    import ray
+
+    from zoo_server.scale.nodes import start_node
+
+    temp = Path(tempfile.mkdtemp(prefix="zr-"))
+    head = start_node(head=True, num_cpus=cpus[0], env={**env, "ZOO_HOME": str(work / "n0")},
+                      temp_dir=temp, log=work / f"head-{len(cpus)}.log")
+    nodes = [head]
+    for i, n in enumerate(cpus[1:], 1):
+        nodes.append(start_node(head=False, address=head.address, num_cpus=n,
+                                env={**env, "ZOO_HOME": str(work / f"n{i}")},
+                                log=work / f"node{i}-{len(cpus)}.log"))
+    ray.init(address=head.address, log_to_driver=False, configure_logging=False)
+    while len([n for n in ray.nodes() if n["Alive"]]) < len(cpus):
+        time.sleep(0.5)
+    return nodes
+
+
+def leave(nodes: list[Any]) -> None:
+    import ray
+
+    ray.shutdown()
+    for node in reversed(nodes):
+        node.stop(10)
 
 
 def main() -> None:
@@ -133,31 +162,26 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import ray
-
-    from zoo_server.scale.nodes import start_node
 
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-scale-"))
-    temp = Path(tempfile.mkdtemp(prefix="zr-"))
     env = {**os.environ, **mirror(work), "PYTHONPATH": os.pathsep.join(
         str(p) for p in (ROOT, ROOT / "client", ROOT / "server"))}
+    cores = os.cpu_count() or 2
     images = jpegs(32)
-    nodes = []
+    nodes: list[Any] = []
     servers: list[Any] = []
+    store = (work / "store").as_uri()
+    print(f"# bench/scale.py: {MODEL} at 224 px, {cores} cores, {args.images} images, "
+          f"{args.clients} clients x {args.seconds:.0f} s", flush=True)
     try:
-        head = start_node(head=True, num_cpus=1, env={**env, "ZOO_HOME": str(work / "h1")},
-                          temp_dir=temp, log=work / "head.log")
-        nodes.append(head)
-        ray.init(address=head.address, log_to_driver=False, configure_logging=False)
-        print(f"# bench/scale.py: {MODEL} at 224 px, {os.cpu_count()} cores, "
-              f"{args.images} images, {args.clients} clients x {args.seconds:.0f} s")
-
-        one = feature_rows(args.images, env, 1)
+        # One node: the whole machine.
+        nodes = cluster(work, env, [cores])
+        one = feature_rows(args.images, env, 1, cores)
         single, single_target = start_server(env, work / "home-a", work / "a.log")
         servers.append(single)
         ray_one, ray_target = start_server(
-            env, work / "home-b", work / "b.log", "--ray", head.address, "--model-store",
-            (work / "store").as_uri(), "--replicas", "1")
+            env, work / "home-b", work / "b.log", "--ray", nodes[0].address, "--model-store",
+            store, "--replicas", "1", "--replica-cpus", str(cores))
         servers.append(ray_one)
         pairs = []
         for _ in range(args.pairs):
@@ -169,42 +193,39 @@ def main() -> None:
         for process in servers:
             stop(process)
         servers.clear()
+        leave(nodes)
 
-        nodes.append(start_node(head=False, address=head.address, num_cpus=1,
-                                env={**env, "ZOO_HOME": str(work / "h2")},
-                                log=work / "node2.log"))
-        time.sleep(5)
-        two = feature_rows(args.images, env, 2)
+        # Two nodes: the same cores, half each.
+        nodes = cluster(work, env, [cores // 2, cores - cores // 2])
+        two = feature_rows(args.images, env, 2, 1)
         ray_two, two_target = start_server(
-            env, work / "home-c", work / "c.log", "--ray", head.address, "--model-store",
-            (work / "store").as_uri(), "--replicas", "2")
+            env, work / "home-c", work / "c.log", "--ray", nodes[0].address, "--model-store",
+            store, "--replicas", "2", "--replica-cpus", str(cores // 2))
         servers.append(ray_two)
         c = load(two_target, images, args.clients, args.seconds)
         print(f"ray 2 replicas on 2 nodes: {c['rate']:.1f}/s (p50 {c['p50_ms']:.0f} ms)")
 
-        ratios = [b / a for a, b in pairs]
+        a_rate = float(np.median([a for a, _ in pairs]))
+        b_rate = float(np.median([b for _, b in pairs]))
         print("\n| measure | images/s |\n|---|---|")
-        for name, rate in {**one, **{k: v for k, v in two.items() if "2 actor" in k}}.items():
-            print(f"| features: {name} | {rate:.1f} |")
-        print(f"| serving: single process (median of {len(pairs)}) | "
-              f"{np.median([a for a, _ in pairs]):.1f} |")
-        print(f"| serving: Ray, 1 replica on 1 node (median) | "
-              f"{np.median([b for _, b in pairs]):.1f} |")
+        print(f"| features: in process | {one['in process']:.1f} |")
+        print(f"| features: 1 node, 1 actor (first call: {one['first call (starts the actors)']:.1f}) "
+              f"| {one['sharded']:.1f} |")
+        print(f"| features: 2 nodes, 2 actors (first call: "
+              f"{two['first call (starts the actors)']:.1f}) | {two['sharded']:.1f} |")
+        print(f"| serving: single process (median of {len(pairs)}) | {a_rate:.1f} |")
+        print(f"| serving: Ray, 1 replica on 1 node (median) | {b_rate:.1f} |")
         print(f"| serving: Ray, 2 replicas on 2 nodes | {c['rate']:.1f} |")
-        sharded_one, sharded_two = one["1 actor(s)"], two["2 actor(s)"]
-        print(f"\nfeatures, 2 nodes / 1 node: {sharded_two / sharded_one:.2f}x; "
-              f"1 actor / in process: {sharded_one / one['in process']:.2f}")
+        ratios = [b / a for a, b in pairs]
+        print(f"\nfeatures, 2 nodes / 1 node: {two['sharded'] / one['sharded']:.2f}x; "
+              f"1 actor / in process: {one['sharded'] / one['in process']:.2f}")
         print(f"serving, Ray 1 replica / single process: median {np.median(ratios):.2f} "
               f"(pairs {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.8)")
-        one_replica = float(np.median([b for _, b in pairs]))
-        print(f"serving, 2 replicas / 1 replica: {c['rate'] / one_replica:.2f}x")
+        print(f"serving, 2 replicas on 2 nodes / 1 replica on 1 node: {c['rate'] / b_rate:.2f}x")
     finally:
         for process in servers:
             stop(process)
-        ray.shutdown()
-        for node in reversed(nodes):
-            node.stop(10)
-        shutil.rmtree(temp, ignore_errors=True)
+        leave(nodes)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -128,3 +128,24 @@ def _restore(handlers: dict[signal.Signals, Any]) -> None:
                 signal.signal(sig, handler)
             except ValueError:  # not the main thread: the caller handles signals itself
                 return
+
+
+def match_tensorflow_threads() -> int:
+    """In a Ray actor: size TensorFlow's intra-op pool to the CPUs Ray reserved for it (at
+    least 1), before TensorFlow runs anything. Otherwise every replica, job and feature
+    shard on a node would each take all its cores, and two of them would fight over them;
+    with `--replica-cpus 4` a replica uses 4 threads. Returns the threads set (0: too late)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    threads = max(1, round(cpus))
+    from zoo.quiet import import_tensorflow
+
+    import_tensorflow()
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran in this worker
+        return 0
+    return threads

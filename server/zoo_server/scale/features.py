@@ -56,9 +56,9 @@ class FeatureShard:
     """One shard's worker (a Ray actor): the frozen base on its node."""
 
     def __init__(self, spec: ModelSpec, size: tuple[int, int]):
-        from zoo.quiet import import_tensorflow
+        from zoo_server.scale.cluster import match_tensorflow_threads
 
-        import_tensorflow()
+        match_tensorflow_threads()
         self.spec, self.size = spec, size
 
     def node(self) -> str:
@@ -87,7 +87,7 @@ class ShardedFeatures:
 
     def __call__(self, spec: ModelSpec, size: tuple[int, int], split: Split) -> np.ndarray:
         bounds = shard_bounds(len(split), self.shards)
-        if len(bounds) < 2 or len(split) < self.min_images:
+        if len(split) < self.min_images:
             return frozen_features(spec, size, split)
         import ray
 

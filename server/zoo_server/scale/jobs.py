@@ -132,6 +132,9 @@ class JobActor:
             self.emit({"event": "error", "message": f"could not copy the job's files from the "
                                                     f"model store: {e}"})
             return 1
+        from zoo_server.scale.cluster import match_tensorflow_threads
+
+        match_tensorflow_threads()
         self.emit({"event": "node", "node": ray.get_runtime_context().get_node_id(),
                    "address": ray.util.get_node_ip_address(),
                    "resumed_from_epoch": checkpoint_epoch(out) if resumed else None})

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo import model_dir
 from zoo_server.batching import Batcher
 from zoo_server.config import ServerConfig
 from zoo_server.errors import ModelUnloadedError, ServerError
@@ -71,7 +73,9 @@ class ModelReplica:
 
         from zoo import config as zoo_config
         from zoo_server.loaders import LOADERS
+        from zoo_server.scale.cluster import match_tensorflow_threads
 
+        match_tensorflow_threads()
         if store_key is not None and store_url is not None:  # a fine-tuned model
             local = zoo_config.zoo_home() / "ray-models" / store_key.replace("/", "-")
             path = SharedStore(store_url).get_dir(store_key, local)
@@ -177,7 +181,10 @@ class RayLoader(Loader):
         any node can load it; None for a registry model, which every node fetches itself."""
         if resolved.path is None:
             return None
-        key = f"models/{resolved.name}/{resolved.version}"
+        # Named by this server and by its zoo.json (which says when and how it was trained),
+        # so neither another server's model of the same name nor a stale copy is taken.
+        meta = hashlib.sha256((resolved.path / model_dir.META_FILE).read_bytes()).hexdigest()
+        key = f"models/{self.cluster.prefix}/{resolved.name}/{resolved.version}-{meta[:12]}"
         if not self.cluster.store.has(key):
             self.cluster.store.put_dir(resolved.path, key, skip=("checkpoints",))
         return key

@@ -3,7 +3,7 @@
     datasets/<id>/            an uploaded dataset, copied once for jobs on other nodes
     jobs/<id>/checkpoints/    a running job's last checkpoint (resumed from on another node)
     jobs/<id>/out/            a finished job's model folder, until the server registers it
-    models/<name>/<version>/  a fine-tuned model, for replicas on every node
+    models/<server>/<name>/<version>-<zoo.json digest>/  a fine-tuned model, for replicas
 
 A folder is complete when its `.complete` marker exists, written after every file, so a
 reader never takes half a copy; readers copy into a temporary sibling and rename it into
