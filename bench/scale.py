@@ -159,6 +159,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the pairs of single process and Ray at 1 replica")
     args = parser.parse_args()
 
     import numpy as np
@@ -176,7 +178,7 @@ def main() -> None:
     try:
         # One node: the whole machine.
         nodes = cluster(work, env, [cores])
-        one = feature_rows(args.images, env, 1, cores)
+        one = {} if args.overhead_only else feature_rows(args.images, env, 1, cores)
         single, single_target = start_server(env, work / "home-a", work / "a.log")
         servers.append(single)
         ray_one, ray_target = start_server(
@@ -194,6 +196,12 @@ def main() -> None:
             stop(process)
         servers.clear()
         leave(nodes)
+        nodes = []
+        if args.overhead_only:
+            ratios = [b / a for a, b in pairs]
+            print(f"serving, Ray 1 replica / single process: median {np.median(ratios):.2f} "
+                  f"(pairs {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.8)")
+            return
 
         # Two nodes: the same cores, half each.
         nodes = cluster(work, env, [cores // 2, cores - cores // 2])

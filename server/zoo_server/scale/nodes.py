@@ -71,6 +71,7 @@ class RayNode:
     log: Path
     head: bool
     _tree: list[int] = field(default_factory=list)
+    _gone: bool = False
 
     def processes(self) -> list[int]:
         """This node's processes now (remembered, so a node whose root died is still found)."""
@@ -80,7 +81,10 @@ class RayNode:
 
     def stop(self, timeout: float = 15) -> None:
         """Ask `ray start --block` to stop its node (it ends the raylet and its workers);
-        whatever is left after `timeout` is killed."""
+        whatever is left after `timeout` is killed. Once stopped, a node is never touched
+        again (its process ids may belong to others by then)."""
+        if self._gone:
+            return
         self.processes()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -92,7 +96,10 @@ class RayNode:
 
     def kill(self) -> None:
         """SIGKILL every process of this node at once: what a machine failure looks like."""
+        if self._gone:
+            return
         _kill(self.processes(), signal.SIGKILL)
+        self._gone = True
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:

@@ -45,6 +45,10 @@ from zoo_server.scale.shared import SharedStore
 from zoo_server.store import Resolved
 
 REPLICA_ACTOR = "SERVE_REPLICA::"
+# Batches the front door keeps in flight per replica, per --batch-threads: twice as many as
+# the replica runs at once, so the next one is already there when one finishes (a call's
+# round trip is milliseconds the replica would otherwise sit idle).
+IN_FLIGHT = 2
 DEPLOYMENT = "model"
 
 
@@ -201,7 +205,7 @@ class RayLoader(Loader):
             "name": DEPLOYMENT,
             "ray_actor_options": {"num_cpus": config.replica_cpus,
                                   "memory": max(1, self.inner.estimate_bytes(resolved))},
-            "max_ongoing_requests": max(4, 2 * config.batch_threads),
+            "max_ongoing_requests": 4 * config.batch_threads,
         }
         if config.max_replicas is None:
             options["num_replicas"] = config.replicas
@@ -245,7 +249,7 @@ class RayLoader(Loader):
         return Built(replicas, run, int(info["memory"]), size=size,
                      labels=list(info["labels"]), dim=int(info["dim"]),
                      prepare=_as_pixels if size else None,
-                     batch_threads=config.batch_threads * highest,
+                     batch_threads=IN_FLIGHT * config.batch_threads * highest,
                      replicas=replicas.loads)
 
     def shared_encoder(self, resolved: Resolved) -> str | None:
