@@ -137,3 +137,11 @@ def test_frozen_features_match_phase_one_batches():
     parts = [shard_of(split, a, b, (2, 2)) for a, b in shard_bounds(200, 3, FEATURE_BATCH)]
     assert np.array_equal(np.concatenate([p.pixels for p in parts]), pixels)
     assert [len(p) for p in parts] == [128, 64, 8]
+
+
+def test_sharded_features_are_for_image_bases(tmp_path):
+    import zoo
+
+    with pytest.raises(InvalidInputError, match="extract_features applies to image bases"):
+        zoo.finetune("minilm_l6_v2", tmp_path / "reviews.csv", tmp_path / "out",
+                     extract_features=lambda spec, size, split: np.zeros((len(split), 1)))

@@ -64,6 +64,9 @@ def finetune(
         if export is not None:
             raise InvalidInputError(f"--export applies to image bases; {spec.name} is a text "
                                     "model: drop it")
+        if extract_features is not None:
+            raise InvalidInputError(f"extract_features applies to image bases; {spec.name} "
+                                    "is a text model: drop it")
         from zoo.finetuning.text import finetune_texts
 
         return finetune_texts(spec, data, folder, hp, run)

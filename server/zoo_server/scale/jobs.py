@@ -143,12 +143,15 @@ class JobActor:
                                 name="checkpoint-sync", daemon=True)
         sync.start()
         import zoo
+        from zoo.hub.registry import get_spec
 
+        image = get_spec(spec["base"]).is_image  # sharded features are phase 1's of images
         try:
             result = zoo.finetune(
                 spec["base"], data / spec["data"], out, resume=bool(resumed), name=spec["name"],
                 record=False, on_event=self.emit, should_stop=lambda: self._stop,
-                extract_features=self.extract_features, **spec.get("hyperparameters", {}))
+                extract_features=self.extract_features if image else None,
+                **spec.get("hyperparameters", {}))
         except InterruptedError:
             return STOPPED_EXIT
         except zoo.ZooError as e:
@@ -162,7 +165,7 @@ class JobActor:
         finally:
             syncing.set()
             sync.join()
-            if self.extract_features is not None:
+            if self.extract_features is not None and image:
                 self.extract_features.close()
         self.store.put_dir(result.output_dir, out_key, skip=("checkpoints",))
         self.emit({"event": "result", "output_dir": out_key,
