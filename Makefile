@@ -52,6 +52,7 @@ bench: install $(OIP_STAMP)
 	$(PY) bench/finetune.py
 	$(PY) bench/embed.py
 	$(PY) bench/serve.py
+	$(PY) bench/scale.py
 
 # The gRPC APIs' Python code, generated from proto/ into the client package (which the
 # server imports too): zoo.v1 into zoo_api/, the Open Inference Protocol (package
