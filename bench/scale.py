@@ -125,13 +125,17 @@ def feature_rows(images: int, env: dict[str, str], shards: int, cpus: float
     return rows
 
 
+TEMP_DIRS: list[Path] = []
+
+
 def cluster(work: Path, env: dict[str, str], cpus: list[int]) -> list[Any]:
     """A head and more nodes on this machine, `cpus[i]` CPUs each, and this process on it."""
     import ray
 
     from zoo_server.scale.nodes import start_node
 
-    temp = Path(tempfile.mkdtemp(prefix="zr-"))
+    temp = Path(tempfile.mkdtemp(prefix="zr-"))  # short: Ray's socket paths fit 107 bytes
+    TEMP_DIRS.append(temp)
     head = start_node(head=True, num_cpus=cpus[0], env={**env, "ZOO_HOME": str(work / "n0")},
                       temp_dir=temp, log=work / f"head-{len(cpus)}.log")
     nodes = [head]
@@ -151,6 +155,8 @@ def leave(nodes: list[Any]) -> None:
     ray.shutdown()
     for node in reversed(nodes):
         node.stop(10)
+    while TEMP_DIRS:  # the nodes' session folders (logs, sockets)
+        shutil.rmtree(TEMP_DIRS.pop(), ignore_errors=True)
 
 
 def main() -> None:
