@@ -123,6 +123,7 @@ def test_ray_auto_starts_a_local_instance_and_stops_it(pretrained_tiny, tmp_path
     try:
         connected = server.event("ray_connected")
         assert connected["local"] and connected["nodes"] == 1
+        assert processes_mentioning(connected["session"]), "the head's processes run"
         assert connected["model_store"] == str(tmp_path / "home" / "shared")
         reply = stubs.inference.Classify(inference_pb2.ClassifyRequest(
             model=spec(), images=distinct_images(2)), timeout=300)
@@ -132,8 +133,8 @@ def test_ray_auto_starts_a_local_instance_and_stops_it(pretrained_tiny, tmp_path
     finally:
         stubs.close()
         assert server.stop() == 0, "".join(server.raw[-30:])
-    gcs = f"--gcs-address={connected['address']}"
-    wait_for(lambda: not processes_mentioning(gcs), timeout=30)  # the local Ray node stopped
+    wait_for(lambda: not processes_mentioning(connected["session"]), timeout=30)  # stopped
+    assert not Path(connected["session"]).exists()
 
 
 # --- data-parallel feature extraction --------------------------------------------------------

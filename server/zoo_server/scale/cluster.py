@@ -62,7 +62,7 @@ class RayCluster:
             self._temp = tempfile.mkdtemp(prefix="zoo-ray-")  # short: socket paths <= 107 B
             self.node = start_node(head=True, num_cpus=os.cpu_count() or 1,
                                    env=node_environment(home), temp_dir=Path(self._temp),
-                                   log=home / "ray" / "head.log")
+                                   log=home / "ray" / "head.log", die_with_parent=True)
             address = self.node.address
         store = config.model_store or (str(home / "shared") if self.node else None)
         if store is None:
@@ -85,7 +85,7 @@ class RayCluster:
         resources = ray.cluster_resources()
         log_event("ray_connected", address=address, local=self.node is not None,
                   nodes=len([n for n in ray.nodes() if n.get("Alive")]),
-                  cpus=resources.get("CPU", 0), model_store=store)
+                  cpus=resources.get("CPU", 0), model_store=store, session=self._temp)
 
     def app_name(self, *parts: Any) -> str:
         return "-".join([self.prefix, *(str(p) for p in parts)])

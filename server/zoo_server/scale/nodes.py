@@ -106,13 +106,29 @@ class RayNode:
             pass
 
 
+# Linux: the node gets SIGTERM (and stops its processes) when the process that started it
+# dies, however it dies; then `ray start` takes its place (exec keeps the setting).
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def start_node(*, head: bool, address: str | None = None, port: int = 0, num_cpus: float = 1,
                resources: dict[str, float] | None = None,
                object_store_mb: int = OBJECT_STORE_MB, env: dict[str, str] | None = None,
                temp_dir: Path | None = None, log: Path, node_ip: str = "127.0.0.1",
-               timeout: float = 120) -> RayNode:
+               timeout: float = 120, die_with_parent: bool = False) -> RayNode:
     """Start a head (`head=True`, GCS on `port`) or a node joining `address`, and wait until
-    it runs. `temp_dir` (head only) should be short: Ray's socket paths must fit 107 bytes."""
+    it runs. `temp_dir` (head only) should be short: Ray's socket paths must fit 107 bytes.
+    `die_with_parent`: the node stops when this process's current thread ends, even killed
+    (call it from the main thread)."""
     args = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
             "--node-ip-address", node_ip, "--num-cpus", str(num_cpus),
             "--object-store-memory", str(object_store_mb * MIB), "--disable-usage-stats"]
@@ -128,6 +144,8 @@ def start_node(*, head: bool, address: str | None = None, port: int = 0, num_cpu
         raise ValueError("a node that is not the head needs the cluster's address")
     else:
         args += ["--address", address]
+    if die_with_parent:
+        args = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *args]
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**(os.environ if env is None else env), "RAY_USAGE_STATS_ENABLED": "0"}
     with open(log, "ab") as out:
