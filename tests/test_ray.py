@@ -226,6 +226,39 @@ def test_requests_to_one_model_are_answered_by_two_replicas(cluster, tmp_path):
 EPOCHS = 60
 
 
+def test_two_jobs_train_at_once_on_two_nodes(cluster, digits, tmp_path):
+    """--max-jobs 2 across the cluster: each job reserves a node's one CPU, so Ray puts them
+    on different nodes, and they train at the same time."""
+    server = ray_server(cluster, tmp_path / "home", "--max-jobs", "2")
+    stubs = Stubs(server.target)
+    try:
+        dataset = stubs.finetune.UploadDataset(iter(upload_requests(zip_folder(digits),
+                                                                    finetune_pb2.IMAGE_ZIP)))
+        jobs = [stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
+            base=spec(), dataset_id=dataset.dataset_id, output_name=f"pair-{i}",
+            hyperparameters=finetune_pb2.HyperParameters(epochs=2, image_size=32)))
+            for i in range(2)]
+        finished = [wait_for(lambda job=job: (j := stubs.finetune.GetJob(
+            finetune_pb2.GetJobRequest(job_id=job.id))).state in TERMINAL and j, timeout=300,
+            every=0.5) for job in jobs]
+        assert [j.state for j in finished] == [finetune_pb2.SUCCEEDED] * 2, \
+            [j.error for j in finished]
+        nodes, began = [], []
+        for job in jobs:
+            placed = [e for e in list_events(stubs, job.id)
+                      if e.message.startswith("running on Ray node")]
+            assert len(placed) == 1
+            nodes.append(placed[0].message.split()[4])
+            began.append(placed[0].time_ms)  # when its actor started on its node
+        assert len(set(nodes)) == 2 and set(nodes) <= {n[:12] for n in cluster.node_ids("CPU")}, \
+            "one job on each node"
+        assert began[0] < finished[1].finished_ms and began[1] < finished[0].finished_ms, \
+            "they trained at the same time"
+    finally:
+        stubs.close()
+        assert server.stop() == 0, "".join(server.raw[-30:])
+
+
 def test_a_job_survives_the_loss_of_its_node(cluster, digits, tmp_path):
     """The job needs a `trainer` node: the second node. Killed mid-job, the job goes on from
     its last checkpoint on a third node, and its model is served at once."""
