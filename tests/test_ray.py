@@ -4,9 +4,10 @@ The module's cluster is a head and a second node, each a `ray start` process of 
 (its own raylet, node id, ZOO_HOME and resources: one CPU each, and a custom resource,
 `head` or `trainer`, so where things land is provable), with a small object store. It shows:
 phase 1's features sharded over both nodes equal the single-process ones (and so does the
-head trained on them); requests to one model answered by two replicas on two nodes; a job
-placed on the second node, that node killed mid-job, and the job finished on a third node
-from its checkpoint, its model served at once.
+head trained on them); requests to one model answered by two replicas on two nodes; two
+jobs training at once, one on each node; a job placed on the second node, that node killed
+mid-job, and the job finished on a third node from its checkpoint, its model served at
+once. `--ray auto` starts (and stops) a local instance of its own.
 
 Skipped where Ray is not installed (`make test` installs it: the `ray` extra).
 """
