@@ -40,6 +40,7 @@ from tests.serving import (  # noqa: E402
     zip_folder,
 )
 from zoo_api.v1 import finetune_pb2, inference_pb2, models_pb2  # noqa: E402
+from zoo_server.scale.jobs import DATA_ROOT  # noqa: E402
 from zoo_server.scale.nodes import RayNode, start_node  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -80,6 +81,8 @@ def cluster(pretrained_tiny, tmp_path_factory) -> Iterator[Cluster]:
                       env={**env, "ZOO_HOME": str(root / "head-home")}, temp_dir=temp,
                       log=root / "head.log")
     found = Cluster(root, env, head)
+    copies = DATA_ROOT / "datasets"  # the nodes' copies of datasets, in this machine's /tmp
+    before = set(copies.iterdir()) if copies.is_dir() else set()
     try:
         ray.init(address=head.address, log_to_driver=False, configure_logging=False)
         found.add_node("node2", {"trainer": 1})
@@ -90,6 +93,8 @@ def cluster(pretrained_tiny, tmp_path_factory) -> Iterator[Cluster]:
             node.stop(5)
         head.stop(10)
         shutil.rmtree(temp, ignore_errors=True)
+        for copy in (set(copies.iterdir()) if copies.is_dir() else set()) - before:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +272,6 @@ def test_a_job_survives_the_loss_of_its_node(cluster, digits, tmp_path):
     server = ray_server(cluster, home, "--job-resources", "trainer=1", "--max-jobs", "2",
                         "--replica-cpus", "0.5")
     stubs = Stubs(server.target)
-    dataset = None
     try:
         dataset = stubs.finetune.UploadDataset(iter(upload_requests(zip_folder(digits),
                                                                     finetune_pb2.IMAGE_ZIP)))
@@ -310,10 +314,6 @@ def test_a_job_survives_the_loss_of_its_node(cluster, digits, tmp_path):
     finally:
         stubs.close()
         assert server.stop() == 0, "".join(server.raw[-30:])
-        from zoo_server.scale.jobs import DATA_ROOT
-
-        if dataset is not None:  # the nodes' copies (this machine's temporary folder)
-            shutil.rmtree(DATA_ROOT / "datasets" / dataset.dataset_id, ignore_errors=True)
 
 
 def list_events(stubs: Stubs, job_id: str) -> list[finetune_pb2.JobEvent]:
