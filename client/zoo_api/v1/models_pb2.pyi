@@ -172,6 +172,8 @@ class ModelInfo(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     FILES_FIELD_NUMBER: _builtins.int
     CONFUSION_MATRIX_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    REPLICA_LOADS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     """fine-tuned models; 0 for registry models"""
@@ -210,6 +212,10 @@ class ModelInfo(_message.Message):
     """The weights' size in bytes: on disk when cached (fine-tuned: model.keras), else as the
     manifest pins it; 0 when unknown (Keras pins no sizes).
     """
+    replicas: _builtins.int
+    """With `zoo serve --ray`: replicas serving the model now (0: it runs in the server's own
+    process, or is not loaded), and each one's load.
+    """
     @_builtins.property
     def input_size(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """images: [height, width]"""
@@ -232,6 +238,8 @@ class ModelInfo(_message.Message):
         class in `labels` order, one count per predicted class.
         """
 
+    @_builtins.property
+    def replica_loads(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaLoad]: ...
     def __init__(
         self,
         *,
@@ -261,10 +269,12 @@ class ModelInfo(_message.Message):
         size_bytes: _builtins.int = ...,
         files: _abc.Iterable[Global___WeightFile] | None = ...,
         confusion_matrix: _abc.Iterable[Global___ConfusionRow] | None = ...,
+        replicas: _builtins.int = ...,
+        replica_loads: _abc.Iterable[Global___ReplicaLoad] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "top1", b"top1", "top5", b"top5"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "confusion_matrix", b"confusion_matrix", "description", b"description", "family", b"family", "files", b"files", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "runtime", b"runtime", "runtime_reason", b"runtime_reason", "runtime_report_json", b"runtime_report_json", "size_bytes", b"size_bytes", "source", b"source", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "confusion_matrix", b"confusion_matrix", "description", b"description", "family", b"family", "files", b"files", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "replica_loads", b"replica_loads", "replicas", b"replicas", "runtime", b"runtime", "runtime_reason", b"runtime_reason", "runtime_report_json", b"runtime_report_json", "size_bytes", b"size_bytes", "source", b"source", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__top1: _TypeAlias = _typing.Literal["top1"]  # noqa: Y015
     _WhichOneofArgType__top1: _TypeAlias = _typing.Literal["_top1", b"_top1"]  # noqa: Y015
@@ -341,6 +351,52 @@ class ConfusionRow(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfusionRow: _TypeAlias = ConfusionRow  # noqa: Y015
+
+@_typing.final
+class ReplicaLoad(_message.Message):
+    """One replica of a model served on a Ray cluster, as its last reply reported it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    replica: _builtins.str
+    """Ray Serve's replica id"""
+    node: _builtins.str
+    """the Ray node it runs on ("" until it has answered)"""
+    requests: _builtins.int
+    """calls it answered (each a batch the server sent it)"""
+    inputs: _builtins.int
+    """images or texts in them"""
+    batches: _builtins.int
+    """compiled calls it ran (it batches concurrent calls again)"""
+    queued: _builtins.int
+    """inputs waiting in its batcher"""
+    in_flight: _builtins.int
+    """calls it was serving"""
+    def __init__(
+        self,
+        *,
+        replica: _builtins.str = ...,
+        node: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        inputs: _builtins.int = ...,
+        batches: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "in_flight", b"in_flight", "inputs", b"inputs", "node", b"node", "queued", b"queued", "replica", b"replica", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaLoad: _TypeAlias = ReplicaLoad  # noqa: Y015
 
 @_typing.final
 class FetchModelRequest(_message.Message):

@@ -44,6 +44,13 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         if report is not None:
             info.runtime, info.runtime_reason = report.runtime, report.reason
             info.runtime_report_json = json.dumps(report.to_dict(), sort_keys=True)
+        loads = self.manager.replica_loads(m.name, m.version)
+        if loads is not None:  # served by replicas on a Ray cluster
+            info.replicas = len(loads)
+            info.replica_loads.extend(
+                models_pb2.ReplicaLoad(replica=r.replica, node=r.node, requests=r.requests,
+                                       inputs=r.inputs, batches=r.batches, queued=r.queued,
+                                       in_flight=r.in_flight) for r in loads)
         if m.origin == REGISTRY:
             self._registry_info(info, m, detail)
         else:
