@@ -12,11 +12,12 @@ The objective, over training rows i with sample weights s_i (class weights), tar
 
     sum_i s_i CE(t_i, softmax(z_i)) / sum_i s_i  +  l2 / 2 * ||W||^2  [+ dropout term]
 
-The bias is not penalised. The L2 strength is chosen from a grid by held-out accuracy
-(ties broken by held-out cross-entropy), on the validation split, or by k-fold
-cross-validation when the validation split is too small to choose with (AUTO_CV_BELOW),
-then the head is refitted on the training split alone, so validation metrics stay held
-out.
+The bias is not penalised. The L2 strength is chosen from a grid on the validation split,
+or by k-fold cross-validation when the validation split is too small to choose with
+(AUTO_CV_BELOW): scikit-learn's default strength (LogisticRegression's C=1) is kept unless
+another beats its held-out accuracy by more than a standard error, which a few dozen
+held-out examples rarely can (`_choose`). The head is then refitted on the training split
+alone, so validation metrics stay held out.
 
 The grid is over the prior spread of a logit, not over raw strengths: a Gaussian prior
 of variance sigma^2 on each weight gives a logit x W a prior variance of sigma^2 times the
