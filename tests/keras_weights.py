@@ -111,31 +111,34 @@ def write_mirror(
     return manifest_out
 
 
-def digit_pixels(size: int, start: int, count: int):
-    """(images, labels): scikit-learn digits `start..start+count` of each class, RGB 0..255."""
+def digit_pixels(size: int, start: int, count: int, classes: tuple[int, ...] = tuple(range(10))):
+    """(images, labels): scikit-learn digits `start..start+count` of each of `classes`, RGB
+    0..255; labels are positions in `classes`."""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images, labels = [], []
-    for digit in range(10):
+    for position, digit in enumerate(classes):
         for image in digits.images[digits.target == digit][start : start + count]:
             grey = Image.fromarray((image / 16.0 * 255).astype(np.uint8))
             images.append(np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR)))
-            labels.append(digit)
+            labels.append(position)
     pixels = np.repeat(np.stack(images)[..., None], 3, axis=-1).astype("float32")
     return pixels, np.array(labels)
 
 
 def write_pretrained_on_digits(name: str, folder: Path, size: int = 32, epochs: int = 12, *,
-                               final_size: int | None = None, final_epochs: int = 2
+                               final_size: int | None = None, final_epochs: int = 2,
+                               classes: tuple[int, ...] = tuple(range(10)), count: int = 90
                                ) -> tuple[Path, Path]:
     """Official-format top and no-top files of `name`, pretrained on real data.
 
     There are no ImageNet weights offline, so the test "pretraining" is a short run on
-    the first 90 scikit-learn digits of each class (the fine-tune tests use later ones):
-    real learned features, so a frozen-base fine-tune has something to transfer.
+    the first `count` (90) scikit-learn digits of each of `classes` (the fine-tune tests use
+    later ones): real learned features, so a frozen-base fine-tune has something to transfer.
+    Pretrained on some digits only, the base is a stand-in for real transfer to the others.
     With `final_size`, the network (built for any input size) then trains `final_epochs`
     more at that size: most of the learning happens at the cheap small size, and the last
     epochs adapt the features to the size they will be used at.
@@ -154,15 +157,15 @@ def write_pretrained_on_digits(name: str, folder: Path, size: int = 32, epochs: 
     base = application(weights=None, include_top=False, input_shape=shape, pooling="avg",
                        **spec.kwargs)
     model = keras.Sequential([keras.Input(shape), base,
-                              keras.layers.Dense(10, activation="softmax")])
+                              keras.layers.Dense(len(classes), activation="softmax")])
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-    pixels, labels = digit_pixels(size, start=0, count=90)
+    pixels, labels = digit_pixels(size, start=0, count=count, classes=classes)
     x = preprocess(pixels, spec.input.preprocessing)
     model.fit(x, labels, epochs=epochs, batch_size=64, verbose=0)
     if final_size is not None:
         size = final_size
         model.compile(keras.optimizers.Adam(0.001), "sparse_categorical_crossentropy")
-        pixels, labels = digit_pixels(size, start=0, count=90)
+        pixels, labels = digit_pixels(size, start=0, count=count, classes=classes)
         x = preprocess(pixels, spec.input.preprocessing)
         model.fit(x, labels, epochs=final_epochs, batch_size=32, verbose=0)
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]

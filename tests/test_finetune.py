@@ -39,8 +39,12 @@ def test_finetune_reaches_high_accuracy_and_writes_a_zoo_model(weight_server, di
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.array(metrics["confusion_matrix"]).sum() == metrics["examples"] == 100
     assert set(metrics["per_class"]) == set(result.classes)
-    assert [e["event"] for e in events][:3] == ["data", "phase", "features"]
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == list(range(1, 9))
+    assert [e["event"] for e in events][:4] == ["data", "phase", "features", "head"]
+    # Phase 1 fits the head to its optimum at once: no epoch budget decides where it ends.
+    head = next(e for e in events if e["event"] == "head")
+    assert head["converged"] and head["epoch"] == 8 and head["val_accuracy"] >= 0.85
+    assert not [e for e in events if e["event"] == "epoch"]
+    assert json.loads((out / "zoo.json").read_text())["training"]["head_fit"]["converged"]
     assert "validation" in (out / "README.md").read_text().lower()
 
     # The directory is itself a Zoo model: by path and by recorded name.
@@ -53,7 +57,8 @@ def test_finetune_reaches_high_accuracy_and_writes_a_zoo_model(weight_server, di
 
 
 def test_cached_and_uncached_phase_one_agree(weight_server, digits, tmp_path):
-    cached = zoo.finetune(TINY, digits, tmp_path / "cached", epochs=3, **FAST)
+    # The same epoch-by-epoch recipe (fit_head off) on cached features and on images.
+    cached = zoo.finetune(TINY, digits, tmp_path / "cached", epochs=3, fit_head=False, **FAST)
     plain = zoo.finetune(TINY, digits, tmp_path / "plain", epochs=3, cache_features=False, **FAST)
     assert not plain.cached_features
     assert abs(cached.metrics["accuracy"] - plain.metrics["accuracy"]) <= 0.05
@@ -70,11 +75,12 @@ def test_resume_continues_from_the_last_checkpoint(weight_server, digits, tmp_pa
             epochs_seen.append(event["epoch"])
 
     with pytest.raises(InterruptedError):
-        zoo.finetune(TINY, digits, out, epochs=5, on_event=record,
+        zoo.finetune(TINY, digits, out, epochs=5, on_event=record, fit_head=False,
                      should_stop=lambda: len(epochs_seen) >= 2, **FAST)
     assert epochs_seen == [1, 2] and not (out / "zoo.json").exists()
     events: list[dict] = []
-    result = zoo.finetune(TINY, digits, out, epochs=5, resume=True, on_event=events.append, **FAST)
+    result = zoo.finetune(TINY, digits, out, epochs=5, resume=True, on_event=events.append,
+                          fit_head=False, **FAST)
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3, 4, 5]
     assert next(e for e in events if e["event"] == "phase")["resumed_from_epoch"] == 2
     assert result.epochs_run == 5 and len(result.history["loss"]) == 5
@@ -87,8 +93,9 @@ def test_phase_two_unfreezes_the_top_but_not_batchnorm(weight_server, digits, tm
     phase2 = next(e for e in events if e["event"] == "phase" and e["phase"] == 2)
     assert phase2["unfrozen_layers"] == 12
     assert phase2["learning_rate"] == pytest.approx(FAST["learning_rate"] / 10)
-    assert [e["phase"] for e in events if e["event"] == "epoch"] == [1, 1, 2, 2]
-    assert result.epochs_run == 4 and result.metrics["accuracy"] >= 0.8
+    assert [(e["event"], e["phase"]) for e in events if e["event"] in ("epoch", "head")] == [
+        ("head", 1), ("epoch", 2), ("epoch", 2)]
+    assert result.epochs_run == 3 and result.metrics["accuracy"] >= 0.8
 
 
 def test_a_run_resumed_in_phase_two_starts_from_the_best_phase_one_epoch(
@@ -118,7 +125,7 @@ def test_a_run_resumed_in_phase_two_starts_from_the_best_phase_one_epoch(
     out = tmp_path / "p2-resumed"
     with pytest.raises(InterruptedError):  # stopped once phase 1 is over, before phase 2
         zoo.finetune(TINY, digits, out, epochs=2, fine_tune_layers=4, callbacks=[spoil],
-                     should_stop=lambda: len(spoil.losses) >= 2, **FAST)
+                     fit_head=False, should_stop=lambda: len(spoil.losses) >= 2, **FAST)
     best = int(np.argmin(spoil.losses))
     assert best == 0  # the spoiled last epoch is not the best
     saved = keras.saving.load_model(out / "checkpoints" / "phase1.keras").get_weights()
@@ -126,7 +133,7 @@ def test_a_run_resumed_in_phase_two_starts_from_the_best_phase_one_epoch(
         np.testing.assert_allclose(got, want)
     events: list[dict] = []
     result = zoo.finetune(TINY, digits, out, epochs=2, fine_tune_layers=4, resume=True,
-                          on_event=events.append, **FAST)
+                          fit_head=False, on_event=events.append, **FAST)
     assert [(e["phase"], e["epoch"]) for e in events if e["event"] == "epoch"] == [(2, 3), (2, 4)]
     assert result.metrics["accuracy"] >= 0.8
 
@@ -284,3 +291,22 @@ def test_a_two_class_model_predicts_from_the_cli_and_never_shadows_the_registry(
     assert not zoo.resolve(TINY).is_folder and zoo.resolve(TINY).spec.name == TINY
     assert zoo.resolve("pair").folder == out.resolve()
     assert zoo.load_model(TINY).output_shape[-1] == 1000
+
+
+def test_a_diverged_run_fails_and_leaves_no_model(weight_server, digits, tmp_path):
+    """Numbers that cannot be trusted are never served: an epoch whose loss is NaN fails
+    the run before it is checkpointed, and no model folder is written."""
+    import keras
+
+    class Diverge(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.set_weights([w * np.nan for w in self.model.get_weights()])
+
+    out = tmp_path / "diverged"
+    with pytest.raises(zoo.NonFiniteError, match="phase 1 epoch 2: .*loss"):
+        zoo.finetune(TINY, digits, out, epochs=3, fit_head=False, callbacks=[Diverge()],
+                     **FAST)
+    assert not (out / "zoo.json").exists() and not (out / "model.keras").exists()
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1, "the diverged epoch was never checkpointed"

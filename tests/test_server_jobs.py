@@ -330,7 +330,10 @@ def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id, 
     events = list(stubs.finetune.WatchJob(finetune_pb2.WatchJobRequest(job_id=job.id)))
     states = [e.state for e in events if e.kind == finetune_pb2.JobEvent.STATE]
     assert states == [finetune_pb2.QUEUED, finetune_pb2.RUNNING, finetune_pb2.SUCCEEDED]
-    assert [e.epoch for e in events if e.kind == finetune_pb2.JobEvent.EPOCH] == [1, 2, 3]
+    # Phase 1 is fitted to its optimum at once: one EPOCH event, at the phase's last epoch.
+    assert [e.epoch for e in events if e.kind == finetune_pb2.JobEvent.EPOCH] == [3]
+    assert "head fitted to its optimum" in next(
+        e for e in events if e.kind == finetune_pb2.JobEvent.EPOCH).message
     epoch = next(e for e in events if e.kind == finetune_pb2.JobEvent.EPOCH)
     assert epoch.loss > 0 and "val_accuracy" in epoch.metrics and epoch.epochs == 3
     assert any(e.kind == finetune_pb2.JobEvent.PHASE for e in events)
@@ -348,6 +351,12 @@ def test_job_trains_and_its_model_is_served_at_once(served, digits, dataset_id, 
     info = stubs.models.GetModel(models_pb2.GetModelRequest(model=spec("digits"))).model
     assert info.origin == models_pb2.ModelInfo.FINETUNED and info.version == 1
     assert list(info.labels) == [str(d) for d in range(10)] and info.base == TINY
+    # Its card: the served file, and the validation confusion matrix (rows: true classes).
+    assert info.source == "finetuned" and info.size_bytes > 0
+    assert [f.name for f in info.files] == ["model.keras"] and info.files[0].cached
+    matrix = [list(row.counts) for row in info.confusion_matrix]
+    assert len(matrix) == 10 and all(len(row) == 10 for row in matrix)
+    assert sum(map(sum, matrix)) == info.metrics["examples"] > 0
     embedded = stubs.inference.Embed(inference_pb2.EmbedRequest(model=spec("digits"),
                                                                 images=[sevens[0].read_bytes()]))
     assert embedded.dimension == 1280
@@ -519,7 +528,8 @@ def test_killed_server_resumes_the_job_from_its_checkpoint(pretrained_tiny, tmp_
     dataset = stubs.finetune.UploadDataset(iter(upload_requests(zip_folder(digits), IMAGE_ZIP)))
     job = stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
         base=spec(), dataset_id=dataset.dataset_id, output_name="resumed",
-        hyperparameters=finetune_pb2.HyperParameters(epochs=EPOCHS, image_size=32, patience=0)))
+        hyperparameters=finetune_pb2.HyperParameters(epochs=EPOCHS, image_size=32, patience=0,
+                                                     fit_head=False)))
     wait_for(lambda: stubs.finetune.GetJob(finetune_pb2.GetJobRequest(job_id=job.id)).epoch >= 1,
              timeout=120)
     worker = next(e["pid"] for e in first.lines if e.get("event") == "job_started")

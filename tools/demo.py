@@ -5,7 +5,8 @@ output: browse the registry and fetch verified weights; then start `zoo serve` o
 embedded defaults and, through the typed client, fine-tune an image classifier on
 scikit-learn's handwritten digits and a text classifier on a small bundled sentiment
 set, watch both jobs, classify held-out examples with the served results, embed
-sentences, and shut the server down cleanly.
+sentences, and shut the server down cleanly. While its server runs, it prints the address of
+the web page (`--http-port`), where the same jobs can be followed live.
 
 ImageNet weights come from Google's storage when it can be reached. Where it cannot
 (an air-gapped machine), the demo says so and uses stand-in weights in the official
@@ -90,11 +91,11 @@ def main() -> None:
     zoo("cache", "verify", env=env)
 
     say("Start the server: zoo serve (embedded defaults: cache and SQLite under ZOO_HOME)")
-    port = free_port()
+    port, http_port = free_port(), free_port()
     target = f"127.0.0.1:{port}"
-    print(f"$ zoo serve --port {port}", flush=True)
-    server = subprocess.Popen([*ZOO, "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"$ zoo serve --port {port} --http-port {http_port}", flush=True)
+    server = subprocess.Popen([*ZOO, "serve", "--port", str(port), "--http-port", str(http_port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         from zoo_client import ZooClient, ZooClientError
 
@@ -104,6 +105,8 @@ def main() -> None:
             except ZooClientError as e:
                 raise SystemExit(f"demo: {e}") from None
         print(f"serving on {target}")
+        print(f"\033[1mweb page: http://127.0.0.1:{http_port}/\033[0m  (open it to follow the "
+              "jobs below live; it lives as long as the demo's server)", flush=True)
         through_the_client(target)
     finally:
         say("Shut the server down cleanly (SIGTERM: drain, checkpoint, stop)")

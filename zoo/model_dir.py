@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 META_FILE = "zoo.json"
 MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"  # validation metrics, per-class scores, the confusion matrix
 FORMAT_VERSION = 1
 # zoo.json's input.kind for a text classifier whose model.keras takes token ids and holds
 # its own fine-tuned backbone (absent, or "embedding": the model is a head on the base's
@@ -53,6 +54,15 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION or "labels" not in meta:
         raise InvalidInputError(f"{path} is not a Zoo fine-tuned model (format {FORMAT_VERSION})")
     return dict(meta)
+
+
+def read_metrics(folder: str | Path) -> dict[str, Any] | None:
+    """metrics.json of a fine-tuned model (see zoo.finetuning.report), None if unreadable."""
+    try:
+        data = json.loads((Path(folder).expanduser() / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def takes_tokens(meta: dict[str, Any] | None) -> bool:

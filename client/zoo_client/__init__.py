@@ -19,7 +19,15 @@ from zoo_client.errors import (
     Unavailable,
     ZooClientError,
 )
-from zoo_client.types import Dataset, FetchProgress, Job, JobEvent, ModelInfo, Prediction
+from zoo_client.types import (
+    Dataset,
+    FetchProgress,
+    Job,
+    JobEvent,
+    ModelInfo,
+    Prediction,
+    WeightFile,
+)
 
 __version__ = "0.1.0"
 
@@ -42,6 +50,7 @@ __all__ = [
     "ServerError",
     "Unauthenticated",
     "Unavailable",
+    "WeightFile",
     "ZooClient",
     "ZooClientError",
 ]

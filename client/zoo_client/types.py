@@ -38,6 +38,20 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class WeightFile:
+    """One weight file of a model (GetModel): where it comes from, its checksum, and
+    whether the server's cache holds it."""
+
+    name: str
+    filename: str
+    origin: str
+    size: int  # 0 when unknown
+    checksum: str  # "sha256:<hex>" / "md5:<hex>"; empty when none is known
+    checksum_recorded: bool  # not pinned by the origin: recorded at the first download
+    cached: bool
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     task: str
@@ -60,6 +74,25 @@ class ModelInfo:
     description: str = ""
     runtime: str = ""  # loaded image models: "tf", "openvino", ... or "auto"
     runtime_reason: str = ""  # why: the measurement and parity figures that decided it
+    source: str = ""  # "keras", "huggingface" or "finetuned"
+    size_bytes: int = 0  # the weights: on disk when cached, else as pinned; 0 unknown
+    files: tuple[WeightFile, ...] = ()  # get_model only
+    confusion_matrix: tuple[tuple[int, ...], ...] = ()  # get_model, fine-tuned: rows true
+    replicas: int = 0  # zoo serve --ray: replicas serving it now
+    replica_loads: tuple[ReplicaLoad, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """One replica of a model a `zoo serve --ray` server runs on its Ray cluster."""
+
+    replica: str
+    node: str
+    requests: int
+    inputs: int
+    batches: int
+    queued: int
+    in_flight: int
 
 
 @dataclass(frozen=True)
@@ -130,6 +163,13 @@ def model_info(m: models_pb2.ModelInfo) -> ModelInfo:
         top5=m.top5 if m.HasField("top5") else None, license=m.license, cached=m.cached,
         loaded=m.loaded, metrics=dict(m.metrics), description=m.description,
         runtime=m.runtime, runtime_reason=m.runtime_reason,
+        source=m.source, size_bytes=m.size_bytes,
+        files=tuple(WeightFile(f.name, f.filename, f.origin, f.size, f.checksum,
+                               f.checksum_recorded, f.cached) for f in m.files),
+        confusion_matrix=tuple(tuple(row.counts) for row in m.confusion_matrix),
+        replicas=m.replicas,
+        replica_loads=tuple(ReplicaLoad(r.replica, r.node, r.requests, r.inputs, r.batches,
+                                        r.queued, r.in_flight) for r in m.replica_loads),
     )
 
 

@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
     check_free(address_of(host, port))
     if config.http_port is not None:
         check_free(address_of(host, config.http_port), "--http-port")
+    if config.ray is not None:
+        from zoo_server.scale.install import require_ray
+
+        require_ray()
     from zoo.quiet import import_tensorflow
 
     import_tensorflow()

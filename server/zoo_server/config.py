@@ -29,6 +29,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 INFERENCE, LIMITS, JOBS = "inference", "limits", "fine-tune jobs"
+RAY = "scaling out on Ray (zoo[ray])"
 OPERATIONS = "security and operations"
 
 
@@ -113,6 +114,33 @@ class ServerConfig:
     job_stop_s: float = _setting(30.0, "seconds a cancelled or stopped job may take to "
                                        "checkpoint before it is killed", JOBS,
                                  flag="--job-stop-wait")
+    # Scaling out on Ray: the server stays the front door, models and jobs run on the cluster.
+    ray: str | None = _setting(None, "run model replicas and fine-tune jobs on Ray (needs "
+                                     "zoo[ray]): 'auto' starts a local Ray instance, HOST:PORT "
+                                     "joins a running cluster", RAY)
+    replicas: int = _setting(1, "replicas of each loaded model; requests are routed across "
+                                "them", RAY)
+    min_replicas: int | None = _setting(None, "autoscale each model from this many replicas "
+                                              "(with --max-replicas; default 1)", RAY)
+    max_replicas: int | None = _setting(None, "autoscale each model up to this many replicas, "
+                                              "by queued requests, instead of --replicas", RAY)
+    replica_cpus: float = _setting(1.0, "CPUs each model replica reserves on its node", RAY)
+    model_store: str | None = _setting(None, "where datasets, job checkpoints and models go "
+                                             "for every node: a shared folder or an fsspec URL "
+                                             "(file://, s3://...); --ray auto: "
+                                             "$ZOO_HOME/shared", RAY)
+    job_cpus: float = _setting(1.0, "CPUs each fine-tune job reserves on its node", RAY)
+    job_memory_mb: int = _setting(2048, "memory each fine-tune job reserves on its node", RAY)
+    job_resources: tuple[str, ...] = _setting((), "custom Ray resources each job needs, "
+                                                  "NAME=AMOUNT (jobs then run only on nodes "
+                                                  "that have them)", RAY)
+    job_retries: int = _setting(3, "times a job whose node died resumes on another node from "
+                                   "its last checkpoint", RAY)
+    feature_shards: int = _setting(0, "actors (on any node) that share phase 1's frozen "
+                                      "forward pass, for datasets of at least "
+                                      "--feature-shard-min images; 0: the job alone", RAY)
+    feature_shard_min: int = _setting(2000, "images a dataset needs before its features are "
+                                            "sharded", RAY)
     # Security and operations.
     token: str | None = _setting(None, "require 'authorization: Bearer TOKEN' (health stays "
                                        "open); prefer $ZOO_TOKEN, which ps does not show",
@@ -171,6 +199,20 @@ class ServerConfig:
             (all(r.partition("=")[2] in RUNTIME_CHOICES and r.partition("=")[0]
                  for r in self.model_runtime),
              f"model_runtime takes NAME=RUNTIME, RUNTIME one of {', '.join(RUNTIME_CHOICES)}"),
+            (self.replicas >= 1, "replicas must be at least 1"),
+            (self.min_replicas is None or self.max_replicas is not None,
+             "--min-replicas needs --max-replicas (autoscaling bounds)"),
+            (self.max_replicas is None or 1 <= (self.min_replicas or 1) <= self.max_replicas,
+             "autoscaling needs 1 <= --min-replicas <= --max-replicas"),
+            (self.replica_cpus >= 0 and self.job_cpus >= 0, "CPUs must be 0 or more"),
+            (self.job_memory_mb >= 0, "job_memory_mb must be 0 or more"),
+            (self.job_retries >= 0, "job_retries must be 0 or more"),
+            (self.feature_shards >= 0, "feature_shards must be 0 (off) or more"),
+            (self.feature_shard_min >= 1, "feature_shard_min must be at least 1"),
+            (self.ray is None or self.ray.strip() != "",
+             "--ray needs 'auto' or a cluster address HOST:PORT"),
+            (self.ray is not None or not self.ray_only_settings(),
+             f"{', '.join(self.ray_only_settings())} only apply with --ray"),
             (self.log_level.lower() in LOG_LEVELS,
              f"log_level must be one of {', '.join(LOG_LEVELS)}"),
         ]
@@ -182,6 +224,19 @@ class ServerConfig:
         """The runtime of model `name`: its --model-runtime, else --runtime."""
         chosen = dict(r.partition("=")[::2] for r in self.model_runtime)
         return chosen.get(name, self.runtime)
+
+    def ray_only_settings(self) -> list[str]:
+        """The Ray settings changed from their defaults (they mean nothing without --ray)."""
+        return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(self)
+                if f.metadata["group"] == RAY and f.name != "ray"
+                and getattr(self, f.name) != f.default]
+
+    @property
+    def replica_bounds(self) -> tuple[int, int]:
+        """(fewest, most) replicas of a model: both --replicas without autoscaling."""
+        if self.max_replicas is None:
+            return self.replicas, self.replicas
+        return self.min_replicas or 1, self.max_replicas
 
     def check_exposure(self, host: str) -> None:
         """Refuse to listen beyond this machine without a token, unless `insecure` says the

@@ -54,6 +54,10 @@ from zoo_server.names import DATASET_ID, new_dataset_id
 IMAGE_ZIP, IMAGE_TAR, TEXT_CSV, TEXT_JSONL = "IMAGE_ZIP", "IMAGE_TAR", "TEXT_CSV", "TEXT_JSONL"
 FORMATS = (IMAGE_ZIP, IMAGE_TAR, TEXT_CSV, TEXT_JSONL)
 IMAGE_FORMATS = (IMAGE_ZIP, IMAGE_TAR)
+# File name endings of each format, for clients that pick the format from a file's name (the
+# web page; zoo_client keeps its own copy, as it imports nothing of the server).
+SUFFIXES = {IMAGE_ZIP: (".zip",), IMAGE_TAR: (".tar", ".tar.gz", ".tgz"), TEXT_CSV: (".csv",),
+            TEXT_JSONL: (".jsonl", ".ndjson")}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COPY_CHUNK = 1 << 20
 _IGNORED = ("__MACOSX",)  # resource-fork folders some zip tools add

@@ -136,6 +136,41 @@ def planned_epochs(hp: dict[str, Any]) -> int:
     return parsed.epochs * 2 if parsed.phase2 else parsed.epochs
 
 
+def code_roots() -> list[str]:
+    """The folders zoo_server and zoo are imported from, for a worker's PYTHONPATH."""
+    return [str(Path(__file__).resolve().parent.parent),
+            str(Path(zoo.__file__).resolve().parent.parent)]
+
+
+class Launcher:
+    """Where a job's attempts run: here, a local worker process (zoo_server.job_runner);
+    zoo_server.scale.jobs runs them on a Ray cluster. `start` returns what the JobManager
+    watches: a `subprocess.Popen`, or an object with the same `stdout` (the worker's JSON
+    event lines), `wait`, `send_signal`, `kill` and `pid`."""
+
+    def checkpoint(self, job_id: str, out: Path) -> int | None:
+        """The epoch the job would resume after, or None: it starts afresh."""
+        return checkpoint_epoch(out)
+
+    def start(self, job: dict[str, Any], job_dir: Path, spec: dict[str, Any],
+              env: dict[str, str]) -> Any:
+        (job_dir / "job.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+        env["PYTHONPATH"] = os.pathsep.join([*code_roots(), env.get("PYTHONPATH", "")]
+                                            ).rstrip(os.pathsep)
+        with open(job_dir / "worker.log", "ab") as log_file:
+            log_file.write(f"--- attempt {job['attempts'] + 1} at {time.ctime()}\n".encode())
+            log_file.flush()
+            return subprocess.Popen(
+                [sys.executable, "-m", "zoo_server.job_runner", str(job_dir / "job.json"),
+                 "--parent-pid", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, env=env,
+                cwd=job_dir, start_new_session=True,
+            )
+
+    def finished(self, job_id: str) -> None:
+        """The job ended, whichever way: drop what it left outside ZOO_HOME/jobs."""
+
+
 @dataclass(eq=False)
 class _Worker:
     job_id: str
@@ -149,9 +184,11 @@ class _Worker:
 
 class JobManager:
     def __init__(self, home: Path, db: Database, store: ModelStore, datasets: DatasetStore,
-                 config: ServerConfig, on_model: Callable[[str, int], None] | None = None):
+                 config: ServerConfig, on_model: Callable[[str, int], None] | None = None,
+                 launcher: Launcher | None = None):
         self.home, self.db, self.store, self.datasets = home, db, store, datasets
         self.config = config
+        self.launcher = launcher or Launcher()
         self.jobs_dir = home / "jobs"
         self.on_model = on_model
         self.scrub = PathScrubber(home, zoo_config.hf_cache_dir())
@@ -255,27 +292,20 @@ class JobManager:
             return
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "cancel").unlink(missing_ok=True)
-        checkpoint = checkpoint_epoch(out)
+        checkpoint = self.launcher.checkpoint(job_id, out)
         resume = checkpoint is not None
         resumed_epoch = checkpoint or 0
         spec = {"base": job["base"], "data": str(self.datasets.path(dataset)), "out": str(out),
                 "name": job["output_name"], "hyperparameters": job["hyperparameters"],
                 "resume": resume}
-        (job_dir / "job.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
         env = worker_environment(os.environ, needs_hub=needs_hub(job["base"]))
         env["ZOO_HOME"] = str(self.home)
-        roots = [str(Path(__file__).resolve().parent.parent), str(Path(zoo.__file__).resolve().parent.parent)]
-        env["PYTHONPATH"] = os.pathsep.join([*roots, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with open(job_dir / "worker.log", "ab") as log_file:
-            log_file.write(f"--- attempt {job['attempts'] + 1} at {time.ctime()}\n".encode())
-            log_file.flush()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "zoo_server.job_runner", str(job_dir / "job.json"),
-                 "--parent-pid", str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, env=env,
-                cwd=job_dir, start_new_session=True,
-            )
+        try:
+            process = self.launcher.start(job, job_dir, spec, env)
+        except Exception as e:
+            self._end(job_id, FAILED, f"could not start the job: {e}")
+            return
         worker = _Worker(job_id, process)
         self._workers[job_id] = worker
         attempts = job["attempts"] + 1
@@ -321,7 +351,7 @@ class JobManager:
         job_id = worker.job_id
         kind = event.get("event")
         message = describe(event) or ""
-        if kind == "epoch":
+        if kind in ("epoch", "head"):  # "head": phase 1 fitted to its optimum, all at once
             numbers = epoch_metrics(event)
             loss = numbers.pop("loss", 0.0)
             self._record(job_id, "EPOCH", phase=event.get("phase", 1), epoch=event.get("epoch", 0),
@@ -382,12 +412,14 @@ class JobManager:
             self._record(job_id, "STATE", state=state, message=message)
         if state in (CANCELLED, FAILED):
             shutil.rmtree(self._out(job_id), ignore_errors=True)
+            self.launcher.finished(job_id)
         log_event("job_" + state.lower(), job=job_id, message=message)
         self._wake.set()
 
     def _succeed(self, job_id: str, name: str, out: Path) -> None:
         meta = model_dir.read_meta(out)
         version = self.store.register(out, name)
+        self.launcher.finished(job_id)
         final = {k: float(v) for k, v in (meta.get("metrics") or {}).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         with self._changed:

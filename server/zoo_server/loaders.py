@@ -49,6 +49,8 @@ class Built:
     prepare: Callable[[np.ndarray], np.ndarray] | None = None  # images: uint8 -> model input
     seconds: float = 0.0  # how long the build took
     runtime: Any = None  # images: zoo.vision.runtimes.RuntimeReport (which runtime, and why)
+    batch_threads: int = 0  # batches in flight at once; 0: --batch-threads
+    replicas: Callable[[], list[Any]] | None = None  # elsewhere (Ray): each replica's load
 
 
 def weights_bytes(model: Any) -> int:

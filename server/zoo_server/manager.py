@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo_server.batching import Batcher, Run
+from zoo_server.batching import Batcher
 from zoo_server.config import ServerConfig
 from zoo_server.errors import MemoryBudgetError, ModelLoadingError, ShuttingDownError
 from zoo_server.loaders import CLASSIFY, Built, Loader, build
@@ -112,6 +112,13 @@ class ModelManager:
                 if key[1:] == (name, version) and loaded.built.runtime is not None:
                     return loaded.built.runtime
         return None
+    def replica_loads(self, name: str, version: int) -> list[Any] | None:
+        """Each replica's load where a loaded model runs on replicas elsewhere (Ray); None
+        when it is not loaded or runs in this process."""
+        with self._lock:
+            found = [m.built.replicas for k, m in self._models.items()
+                     if k[1] == name and k[2] == version and m.built.replicas is not None]
+        return [load for replicas in found for load in replicas()] if found else None
 
     def batcher(self, kind: str, resolved: Resolved) -> Batcher | None:
         with self._lock:
@@ -254,7 +261,7 @@ class ModelManager:
         try:
             log_event("model_loading", model=resolved.describe(), kind=kind)
             built = build(self._loader_of(kind), resolved)
-            loaded = Loaded(key, resolved, kind, self._batcher(key, resolved, kind, built.run),
+            loaded = Loaded(key, resolved, kind, self._batcher(key, resolved, kind, built),
                             built)
         except BaseException as e:
             with self._lock:
@@ -270,9 +277,10 @@ class ModelManager:
                   seconds=round(loaded.seconds, 3), memory_mb=round(loaded.memory / 2**20, 1))
         return loaded
 
-    def _batcher(self, key: Key, resolved: Resolved, kind: str, run: Run) -> Batcher:
+    def _batcher(self, key: Key, resolved: Resolved, kind: str, built: Built) -> Batcher:
         label = resolved.describe() if kind == CLASSIFY else f"{resolved.describe()} ({kind})"
-        return Batcher(label, run, max_batch=self.config.max_batch_size,
+        return Batcher(label, built.run, max_batch=self.config.max_batch_size,
                        max_delay_s=self.config.max_queue_delay_ms / 1000,
-                       max_queue=self.config.max_queue, threads=self.config.batch_threads,
+                       max_queue=self.config.max_queue,
+                       threads=built.batch_threads or self.config.batch_threads,
                        expected=lambda: self._pending.get(key, 0), metrics=self.metrics)

@@ -41,17 +41,23 @@ from zoo_server.manager import ModelManager
 from zoo_server.metrics import Metrics
 from zoo_server.oip import grpc_service as oip_grpc
 from zoo_server.oip.backend import ZooBackend
-from zoo_server.oip.http import HttpServer, OipHttp, build_app
+from zoo_server.oip.http import OPEN_PATHS, HttpServer, OipHttp, build_app
+from zoo_server.oip.interface import server_version
 from zoo_server.paths import PathScrubber
 from zoo_server.services.finetune import FineTuneService
 from zoo_server.services.inference import InferenceService
 from zoo_server.services.models import ModelService
 from zoo_server.store import ModelStore
+from zoo_server.web import page
+from zoo_server.web.bridge import Bridge
 
-SERVICES = (
+ZOO_SERVICES = (  # zoo.v1, also over HTTP as JSON (zoo_server.web.bridge)
     models_pb2.DESCRIPTOR.services_by_name["ModelService"],
     inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
     finetune_pb2.DESCRIPTOR.services_by_name["FineTuneService"],
+)
+SERVICES = (
+    *ZOO_SERVICES,
     oip_grpc.SERVICE,  # the Open Inference Protocol (inference.GRPCInferenceService)
 )
 SERVICE_NAMES = tuple(s.full_name for s in SERVICES)
@@ -105,11 +111,18 @@ class ZooServer:
         self.datasets = DatasetStore(home, self.db, limits, config.dataset_retention_days)
         self.datasets.cleanup()
         self.scrub = PathScrubber(home, zoo_config.hf_cache_dir())
-        self.manager = ModelManager(config, self.metrics)
+        self.ray: Any = None  # with --ray: zoo_server.scale's cluster
+        loaders, launcher = None, None
+        if config.ray is not None:
+            from zoo_server.scale.attach import attach
+
+            self.ray, loaders, launcher = attach(config, home, self.metrics)
+        self.manager = ModelManager(config, self.metrics, loaders)
         self.inference = Inference(config, self.store, self.manager)
         self._serving = threading.Event()  # up and not draining: OIP's ServerReady
         self.oip = ZooBackend(self.inference, self._serving.is_set)
-        self.jobs = JobManager(home, self.db, self.store, self.datasets, config)
+        self.jobs = JobManager(home, self.db, self.store, self.datasets, config,
+                               launcher=launcher)
         self.metrics.watch_jobs(self.jobs.counts)
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
@@ -132,14 +145,14 @@ class ZooServer:
             interceptors=interceptors, options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs)
         idle_s = config.stream_idle_s
-        servicers = (ModelService(self.store, self.manager, idle_s),
-                     InferenceService(self.inference),
-                     FineTuneService(self.datasets, self.jobs, self.metrics, idle_s),
-                     oip_grpc.GRPCInferenceService(self.oip))
+        self.servicers = (ModelService(self.store, self.manager, idle_s),
+                          InferenceService(self.inference),
+                          FineTuneService(self.datasets, self.jobs, self.metrics, idle_s),
+                          oip_grpc.GRPCInferenceService(self.oip))
         self.grpc.add_generic_rpc_handlers(
             (*(generic_handler(d, s, self.metrics, self.scrub, streams=self.streams,
                                probes=oip_grpc.OPEN_METHODS, probe_pool=self.probes)
-               for d, s in zip(SERVICES, servicers, strict=True)),
+               for d, s in zip(SERVICES, self.servicers, strict=True)),
              health_handler(self.health, self.probes)))
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
@@ -190,13 +203,28 @@ class ZooServer:
         self._serving.set()
 
     def start_http(self, port: int) -> None:
-        """The Open Inference Protocol over HTTP, on the same backend, token and TLS."""
-        api = OipHttp(self.oip, max_body_bytes=self.config.max_message_bytes,
-                      threads=self.config.rpc_threads, metrics=self.metrics)
-        self.http = HttpServer(build_app(api.routes, token=self.config.token), self.host, port,
-                               tls_cert=self.config.tls_cert, tls_key=self.config.tls_key,
-                               grace_s=self.config.grace_s)
+        """HTTP on one port, with the same token and TLS as gRPC: the Open Inference
+        Protocol on the same backend, zoo.v1 as JSON on the same servicers, the web page."""
+        config = self.config
+        api = OipHttp(self.oip, max_body_bytes=config.max_message_bytes,
+                      threads=config.rpc_threads, metrics=self.metrics)
+        bridge = Bridge(tuple(zip(ZOO_SERVICES, self.servicers, strict=False)),
+                        max_body_bytes=config.max_message_bytes, threads=config.rpc_threads,
+                        metrics=self.metrics, scrub=self.scrub)
+        routes = [*api.routes, *bridge.routes, *page.routes(config, server_version())]
+        app = build_app(routes, token=config.token, open_paths=(*OPEN_PATHS, *page.public_paths()))
+        self.http = HttpServer(app, self.host, port, tls_cert=config.tls_cert,
+                               tls_key=config.tls_key, grace_s=config.grace_s)
         self.http_port = self.http.start()
+
+    @property
+    def http_url(self) -> str | None:
+        """Where the web page is, as a browser on this machine reaches it."""
+        if self.http_port is None:
+            return None
+        scheme = "https" if self.config.tls_cert is not None else "http"
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"{scheme}://{address_of(host, self.http_port)}/"
 
     def preload(self, name: str) -> None:
         resolved = self.store.resolve(name)
@@ -224,6 +252,8 @@ class ZooServer:
         self.datasets.close()
         self.manager.close()
         self.inference.close()
+        if self.ray is not None:
+            self.ray.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -282,9 +312,14 @@ def serve(host: str, port: int, *, home: str | Path | None = None,
     server, bound = create_server(address_of(host, port), home=home, config=config)
     log_event("serving", address=address_of(host, bound), port=bound, home=str(server.home),
               tls=config.tls_cert is not None, auth=config.token is not None,
-              insecure=config.insecure, http_port=server.http_port,
+              insecure=config.insecure, http_port=server.http_port, web=server.http_url,
               metrics_port=server.metrics_port, max_batch_size=config.max_batch_size,
-              max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs)
+              max_queue_delay_ms=config.max_queue_delay_ms, max_jobs=config.max_jobs,
+              ray=server.ray.address if server.ray is not None else None)
+    # One line for people (the logs on stderr are JSON): where to point gRPC and a browser.
+    print(f"zoo serve: gRPC on {address_of(host, bound)}; "
+          + (f"web page at {server.http_url}" if server.http_url
+             else "no web page (add --http-port 8000)"), flush=True)
     while not stop.wait(0.5):
         pass
     log_event("shutting_down", grace_s=config.grace_s)

@@ -10,8 +10,7 @@ from typing import Any
 
 from zoo.cli import remote
 from zoo.cli.output import format_params, print_json
-from zoo.hub import cache
-from zoo.hub.fetch import cached_path
+from zoo.hub.fetch import cached_path, weight_files
 from zoo.hub.manifest import load_manifest
 from zoo.hub.registry import get_spec
 from zoo.vision.runtimes import CHOICES
@@ -30,20 +29,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def describe(name: str) -> dict[str, Any]:
     spec = get_spec(name)
     entry = load_manifest().model(spec.name)
-    files = []
-    for key, f in entry.files.items():
-        path = cache.keras_path(f) if entry.source == "keras" else None
-        files.append(
-            {
-                "key": key,
-                "filename": f.filename,
-                "origin": f.origin
-                or f"hf://{entry.repo_id}@{entry.revision}/{f.filename}",
-                "size": f.size,
-                "hash": str(f.checksum) if f.checksum else None,
-                "cached": bool(path and path.is_file()),
-            }
-        )
+    files = [f.to_dict() for f in weight_files(spec)]
     data = spec.to_dict()
     snapshot = cached_path(spec.name) if entry.source == "huggingface" else None
     data["weights"] = {
@@ -118,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     print("files:")
     for f in weights["files"]:
         mark = "cached" if f["cached"] else ""
-        print(f"  {f['key']:<8} {f['origin']}  {f['hash'] or 'no pinned hash'}  {mark}".rstrip())
+        digest = (f"{f['hash']} (recorded at first download)" if f["recorded"]
+                  else f["hash"] or "no pinned hash")
+        print(f"  {f['key']:<8} {f['origin']}  {digest}  {mark}".rstrip())
     if weights["snapshot"]:
         print(f"snapshot: {weights['snapshot']}")
     if "runtime" in data:

@@ -29,6 +29,7 @@ def finetune(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     runtime: str = "tf",
+    extract_features: Callable[..., Any] | None = None,
     **hyperparameters: Any,
 ) -> FineTuneResult:
     """Fine-tune registered model `base` on `data`; write a Zoo model folder to `out`.
@@ -43,6 +44,8 @@ def finetune(
     training cleanly after a checkpoint (InterruptedError; `resume=True` continues).
     `runtime` runs an image base's frozen forward pass in phase 1 (zoo.vision.runtimes:
     "tf", "openvino", "auto"; the features agree to 1e-4 or the runtime is refused).
+    `extract_features` (images) computes phase 1's frozen features of a split in place of
+    this process (zoo.finetuning.image.FeatureExtractor: e.g. sharded over a Ray cluster).
     """
     ref = (base if isinstance(base, ModelRef) else
            registry(base) if isinstance(base, ModelSpec) else resolve(base))
@@ -59,11 +62,15 @@ def finetune(
         model_dir.check_record_name(name, what)
     run = RunOptions(val_data=val_data, callbacks=tuple(callbacks or ()), resume=resume,
                      export=export, name=name, record=record, on_event=on_event,
-                     should_stop=should_stop, runtime=runtime)
+                     should_stop=should_stop, runtime=runtime,
+                     extract_features=extract_features)
     if spec.is_text:
         if export is not None:
             raise InvalidInputError(f"--export applies to image bases; {spec.name} is a text "
                                     "model: drop it")
+        if extract_features is not None:
+            raise InvalidInputError(f"extract_features applies to image bases; {spec.name} "
+                                    "is a text model: drop it")
         from zoo.finetuning.text import finetune_texts
 
         return finetune_texts(spec, data, folder, hp, run)

@@ -13,7 +13,7 @@ from typing import Any
 Event = dict[str, Any]
 
 # Numbers an epoch event carries besides its metrics.
-EPOCH_FIELDS = ("phase", "epoch", "epochs", "seconds")
+EPOCH_FIELDS = ("phase", "epoch", "epochs", "seconds", "l2", "iterations", "gradient_norm")
 _SHOWN_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
@@ -55,11 +55,30 @@ def describe(event: Event) -> str | None:
         parts += [f"{key} {metrics[key]:.4f}" for key in _SHOWN_METRICS if key in metrics]
         parts.append(f"{float(event.get('seconds', 0)):.1f}s")
         return "  ".join(parts)
+    if kind == "head":
+        metrics = epoch_metrics(event)
+        shown = "  ".join(f"{key} {metrics[key]:.4f}" for key in _SHOWN_METRICS
+                          if key in metrics)
+        how = (f"{event.get('iterations')} L-BFGS iterations"
+               + ("" if event.get("converged") else ", not converged")
+               + f"; L2 {float(event.get('l2', 0)):.2g} chosen by {event.get('selection')}")
+        return (f"phase 1: head fitted to its optimum in {float(event.get('seconds', 0)):.1f} s "
+                f"({how})  {shown}")
     if kind == "phase_kept":
         return (f"phase 2 did not improve validation loss ({event.get('phase2_val_loss'):.4f} "
                 f"against {event.get('phase1_val_loss'):.4f}); keeping the phase-1 model")
     if kind == "stopped":
         return f"stopped after epoch {event.get('epoch', 0)}; checkpoint saved"
+    if kind == "node":  # a job on a Ray cluster (zoo serve --ray)
+        resumed = event.get("resumed_from_epoch")
+        return (f"running on Ray node {str(event.get('node', ''))[:12]} "
+                f"({event.get('address', '?')})"
+                + (f", resuming from the checkpoint after epoch {resumed}" if resumed else ""))
+    if kind == "node_lost":
+        epoch = event.get("resume_epoch") or 0
+        return (f"the job's node was lost ({event.get('error', 'no reason given')}); starting "
+                "again on another node, "
+                + (f"from the checkpoint after epoch {epoch}" if epoch else "from the start"))
     if kind == "done":
         return f"done: validation accuracy {float(event.get('accuracy', 0)):.4f}"
     return None

@@ -33,6 +33,7 @@ class Rule:
     optional: bool = False  # None means "not set" (e.g. the base's own image size)
     image_only: bool = False
     flag: str | None = None  # the CLI flag, when it is not --the-name-with-dashes
+    main: bool = False  # one of the few most people set: shown first where space is short
 
     def bounds(self) -> str:
         left = "(" if self.low_open else "["
@@ -51,26 +52,27 @@ def _hp(default: Any, kind: type, help: str, **rule: Any) -> Any:
 class HyperParameters:
     """How a fine-tune trains. Defaults are the recipe's; `validate` checks every range."""
 
-    epochs: int = _hp(10, int, "epochs per phase", low=1, high=10_000)
+    epochs: int = _hp(10, int, "epochs per phase", low=1, high=10_000, main=True)
     fine_tune_layers: int = _hp(
         0, int, "phase 2: unfreeze the top K layers of the base (text: its top K transformer "
-        "layers); 0: no phase 2", low=0, high=10_000)
+        "layers); 0: no phase 2", low=0, high=10_000, main=True)
     fine_tune_fraction: float | None = _hp(
         None, float, "phase 2: unfreeze the top fraction F of the base instead", low=0, high=1,
         low_open=True, optional=True, image_only=True)
     fine_tune_lr_factor: float = _hp(
         0.1, float, "phase 2's learning rate as a fraction of --learning-rate", low=0, high=1,
         low_open=True)
-    batch_size: int = _hp(32, int, "examples per training step", low=1, high=4096)
+    batch_size: int = _hp(32, int, "examples per training step", low=1, high=4096, main=True)
     image_size: int | None = _hp(
         None, int, "train at S x S pixels (default: the base's own size)", low=32, high=2048,
         optional=True, image_only=True)
     learning_rate: float = _hp(1e-3, float, "the optimizer's learning rate", low=0, high=10,
-                               low_open=True)
-    dropout: float = _hp(0.2, float, "dropout before the new head", low=0, high=1,
-                         high_open=True)
+                               low_open=True, main=True)
+    dropout: float = _hp(0.0, float, "dropout on the features before the new head (the "
+                         "fitted head uses its quadratic approximation, an adaptive L2; phase "
+                         "2 trains with it)", low=0, high=1, high_open=True)
     augment: bool = _hp(False, bool, "random flip, rotation, zoom and contrast (slower: no "
-                        "feature cache)", image_only=True)
+                        "feature cache)", image_only=True, main=True)
     label_smoothing: float = _hp(0.0, float, "label smoothing of the loss", low=0, high=1,
                                  high_open=True)
     class_weights: bool = _hp(False, bool, "weight classes by inverse frequency (imbalanced "
@@ -81,6 +83,9 @@ class HyperParameters:
                            low=0, high=1, high_open=True)
     seed: int = _hp(0, int, "seed of the split, shuffles and initialisation", low=0,
                     high=SEED_MAX)
+    fit_head: bool = _hp(True, bool, "train the phase-1 head epoch by epoch (Adam, early "
+                         "stopping) instead of fitting it to its optimum on the cached features "
+                         "(L-BFGS, L2 chosen on the validation split)", flag="--no-fit-head")
     cache_features: bool = _hp(True, bool, "run the frozen base on every epoch instead of "
                                "caching its features (slow; for comparison)", image_only=True,
                                flag="--no-feature-cache")
@@ -155,6 +160,21 @@ def image_only() -> tuple[str, ...]:
     return tuple(name for name in field_names() if rule(name).image_only)
 
 
+def schema() -> list[dict[str, Any]]:
+    """Every hyper-parameter as JSON-ready data (name, kind, default, range, help, flag), in
+    declaration order: what a form needs to offer them (the web page builds its own so)."""
+    rows = []
+    for name in field_names():
+        r = rule(name)
+        rows.append({
+            "name": name, "flag": flag_of(name), "kind": r.kind.__name__,
+            "default": default(name), "help": r.help, "low": r.low, "high": r.high,
+            "low_open": r.low_open, "high_open": r.high_open,
+            "bounds": None if r.kind is bool else r.bounds(), "optional": r.optional,
+            "image_only": r.image_only, "main": r.main})
+    return rows
+
+
 def check(name: str, value: Any) -> None:
     """One value against its rule: its type (no bool for a number, no fraction for an
     integer), finite, in range."""
@@ -180,4 +200,4 @@ def check(name: str, value: Any) -> None:
 
 
 __all__ = ["SEED_MAX", "HyperParameters", "Rule", "check", "default", "field_names", "flag_of",
-           "image_only", "rule"]
+           "image_only", "rule", "schema"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from zoo.errors import InvalidInputError
 from zoo.finetuning.hyperparameters import HyperParameters
-from zoo.finetuning.image_data import ImageDataset, load_image_dataset, to_tf_dataset
+from zoo.finetuning.image_data import ImageDataset, Split, load_image_dataset, to_tf_dataset
 from zoo.finetuning.trainer import (
     FineTuneResult,
     RunOptions,
@@ -39,6 +39,13 @@ from zoo.vision.inference import compiled_image_call, inference_model
 from zoo.vision.runtimes import load_runtime
 
 EXPORT_FORMATS = ("savedmodel",)
+FEATURE_BATCH = 64  # images per call of phase 1's frozen forward pass
+
+FeatureExtractor = Callable[[ModelSpec, tuple[int, int], Split], np.ndarray]
+"""Phase 1's frozen forward pass over one split: (base spec, image size, split) -> its
+features, in order. `frozen_features` runs it in this process; a FeatureExtractor given to
+zoo.finetune (`extract_features=`) runs it elsewhere, e.g. zoo_server.scale.features
+sharded over a Ray cluster, and must give the same features."""
 
 
 # --- building blocks ---------------------------------------------------------------------
@@ -141,6 +148,33 @@ def predict_all(call: Callable[[Any], Any], pixels_ds: Any, in_flight: int = 2) 
     return np.concatenate(outputs)
 
 
+def feature_runtime(spec: ModelSpec, size: tuple[int, int], base: Any,
+                    runtime: str = "tf") -> Any:
+    """The frozen base (with its preprocessing) as `runtime` runs it: `tf` is the
+    BatchNorm-folded compiled call; OpenVINO runs it in f32 only (features are never run in
+    bf16), admitted past its parity gate (zoo.vision.runtimes)."""
+    import keras
+
+    extractor = keras.Sequential([keras.Input((*size, 3), name="image"),
+                                  preprocessing_block(spec.input.preprocessing), base])
+    return load_runtime(extractor, size, runtime, outputs="features",
+                        batch_sizes=(FEATURE_BATCH,))
+
+
+def frozen_features(spec: ModelSpec, size: tuple[int, int], split: Split,
+                    base: Any = None, runtime: str = "tf") -> np.ndarray:
+    """The frozen base's features of `split`, in batches of FEATURE_BATCH, through
+    `feature_runtime`. `base`: the base already built (else it is built here, from the same
+    verified pretrained weights)."""
+    from zoo.vision.build import build_image_model
+
+    if base is None:
+        base = build_image_model(spec, include_top=False, input_shape=(*size, 3))
+        base.trainable = False
+    extract = feature_runtime(spec, size, base, runtime)
+    return predict_all(extract, to_tf_dataset(split, size, FEATURE_BATCH))
+
+
 # --- the recipe --------------------------------------------------------------------------
 
 
@@ -194,17 +228,18 @@ def _train(trainer: Trainer, dataset: ImageDataset, size: tuple[int, int],
                   "resumed_from_epoch": start})
     if not trainer.phase1_done:
         if cached:
-            extractor = keras.Sequential([keras.Input((*size, 3), name="image"),
-                                          preprocessing_block(spec.input.preprocessing), base])
             started = time.perf_counter()
-            # The frozen base as the runtime asked for (f32 only: features are never run in
-            # bf16); `tf` is the BatchNorm-folded compiled call.
-            extract = load_runtime(extractor, size, trainer.run.runtime, outputs="features",
-                                   batch_sizes=(64,))
-            f_train = predict_all(extract, to_tf_dataset(dataset.train, size, 64))
-            f_val = predict_all(extract, to_tf_dataset(dataset.val, size, 64))
+            if trainer.run.extract_features is not None:
+                f_train = trainer.run.extract_features(spec, size, dataset.train)
+                f_val = trainer.run.extract_features(spec, size, dataset.val)
+                how = "sharded"
+            else:
+                extract = feature_runtime(spec, size, base, trainer.run.runtime)
+                f_train = predict_all(extract, to_tf_dataset(dataset.train, size, FEATURE_BATCH))
+                f_val = predict_all(extract, to_tf_dataset(dataset.val, size, FEATURE_BATCH))
+                how = extract.report.summary()
             trainer.emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
-                          "shape": list(f_train.shape), "runtime": extract.report.summary()})
+                          "shape": list(f_train.shape), "runtime": how})
             if start:
                 head = trainer.load_checkpoint(1)
             else:

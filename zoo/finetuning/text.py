@@ -4,8 +4,8 @@
 front does, on the shared core (zoo.finetuning.trainer):
 
 1. Phase 1: each text is embedded once with the model's own pooling (zoo.text.encoder),
-   and a head (standardisation, dropout, dense) is trained on the cached embeddings, which
-   takes seconds on a CPU. model.keras is then the head alone (zoo.json: input kind
+   and a head (dropout, dense) is fitted on the cached unit-length embeddings, which takes
+   seconds on a CPU. model.keras is then the head alone (zoo.json: input kind
    "embedding"), and the base's shared encoder embeds every text it classifies.
 2. Phase 2, with `fine_tune_layers=K`: one Keras model, `token_ids` and `padding_mask`
    -> a copy of the backbone -> the same pooling as a Keras layer (zoo.text.layers) ->
@@ -46,13 +46,16 @@ from zoo.text.encoder import TextEncoder, load_encoder
 log = logging.getLogger("zoo")
 
 
-def text_head(dim: int, classes: int, dropout: float, mean: np.ndarray, variance: np.ndarray) -> Any:
+def text_head(dim: int, classes: int, dropout: float) -> Any:
+    """Dropout and a softmax over the unit-length sentence embedding as it is: no per-dimension
+    standardisation, which, estimated from a few dozen examples, inflates the dimensions that
+    barely vary (fitted heads on it scored 0.74 held-out where LogisticRegression on the
+    embeddings scored 0.94)."""
     import keras
 
     return keras.Sequential(
         [
             keras.Input((dim,), name="embedding"),
-            keras.layers.Normalization(mean=mean, variance=variance),
             keras.layers.Dropout(dropout),
             keras.layers.Dense(classes, activation="softmax", name="predictions"),
         ],
@@ -170,7 +173,7 @@ def finetune_texts(spec: ModelSpec, data: str | Path, out: str | Path, hp: Hyper
         if start:
             head = trainer.load_checkpoint(1)
         else:
-            head = text_head(encoder.dim, n, hp.dropout, x_train.mean(0), x_train.var(0) + 1e-6)
+            head = text_head(encoder.dim, n, hp.dropout)
             compile_classifier(head, hp.learning_rate, hp.label_smoothing, n)
         head = trainer.fit_head(head, x_train, y_train, x_val, y_val, weights, start)
         trainer.stop_if_asked()

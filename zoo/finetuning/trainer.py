@@ -73,6 +73,9 @@ class RunOptions:
     on_event: Callable[[Event], None] | None = None
     should_stop: Callable[[], bool] | None = None
     runtime: str = "tf"  # what runs the frozen base in phase 1 (zoo.vision.runtimes.CHOICES)
+    # Images: phase 1's frozen forward pass over a split (zoo.finetuning.image's
+    # FeatureExtractor); None: in this process. zoo serve --ray shards it over a cluster.
+    extract_features: Callable[..., np.ndarray] | None = None
 
 
 def checkpoint_epoch(out: str | Path) -> int | None:
@@ -120,12 +123,28 @@ def compile_classifier(model: Any, learning_rate: float, label_smoothing: float,
     )
 
 
-def _callback_classes() -> tuple[type, type, type, type]:
+def _callback_classes() -> tuple[type, type, type, type, type]:
     import keras
 
+    class FiniteGuard(keras.callbacks.Callback):
+        """Fails the run on a non-finite loss or metric, before anything saves the epoch,
+        so a NaN model is never checkpointed, saved or served."""
+
+        def __init__(self, phase: int):
+            super().__init__()
+            self.phase = phase
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            values = {k: float(v) for k, v in (logs or {}).items()}
+            bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+            if bad:
+                raise NonFiniteError(
+                    f"phase {self.phase} epoch {epoch + 1}: {', '.join(bad)} became "
+                    f"{values[bad[0]]} (training diverged); lower --learning-rate")
+
     class EpochEvents(keras.callbacks.Callback):
-        """One event per epoch (and a stop check between batches); fails the run on a
-        non-finite loss or metric, so a NaN model is never saved or served."""
+        """One event per epoch, once it is checkpointed (and a stop check between
+        batches)."""
 
         def __init__(self, emit: Callable[[Event], None], phase: int, total: int,
                      should_stop: Callable[[], bool] | None):
@@ -138,11 +157,6 @@ def _callback_classes() -> tuple[type, type, type, type]:
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             values = {k: float(v) for k, v in (logs or {}).items()}
-            bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-            if bad:
-                raise NonFiniteError(
-                    f"phase {self.phase} epoch {epoch + 1}: {', '.join(bad)} became "
-                    f"{values[bad[0]]} (training diverged); lower --learning-rate")
             self.emit({"event": "epoch", "phase": self.phase, "epoch": epoch + 1,
                        "epochs": self.total,
                        "seconds": round(time.perf_counter() - self.started, 2),
@@ -214,7 +228,7 @@ def _callback_classes() -> tuple[type, type, type, type]:
             if self.best_weights is not None:
                 self.model.set_weights(self.best_weights)
 
-    return EpochEvents, StepEvents, Checkpoint, KeepBest
+    return FiniteGuard, EpochEvents, StepEvents, Checkpoint, KeepBest
 
 
 class Trainer:
@@ -229,6 +243,7 @@ class Trainer:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.state = self._load_state(identity)
         self.keep_best: Any = None  # the KeepBest of the phase last trained
+        self.phase1_val_loss: float | None = None  # of a head fitted to its optimum
 
     # --- where a run (re)starts ------------------------------------------------------------
 
@@ -282,7 +297,8 @@ class Trainer:
         """Phase 1 is over: its best model (restored by KeepBest) becomes the phase-1
         checkpoint that phase 2, also when resumed, starts from."""
         self.state["phase1_done"] = True
-        self.state["phase1_val_loss"] = self.best_val_loss()
+        self.state["phase1_val_loss"] = (self.phase1_val_loss if self.phase1_val_loss is not None
+                                         else self.best_val_loss())
         self.save_checkpoint(model, 1, self.hp.epochs)
 
     def best_val_loss(self) -> float | None:
@@ -294,12 +310,13 @@ class Trainer:
     def callbacks(self, phase: int, total: int, steps: bool = True) -> list[Any]:
         import keras
 
-        EpochEvents, StepEvents, Checkpoint, KeepBest = _callback_classes()
+        FiniteGuard, EpochEvents, StepEvents, Checkpoint, KeepBest = _callback_classes()
         self.keep_best = KeepBest(self.hp.patience)
-        return [  # EpochEvents first: a diverged epoch fails before anything saves it
-            EpochEvents(self.emit, phase, total, self.run.should_stop),
+        return [  # a diverged epoch fails before anything saves it; it is told once saved
+            FiniteGuard(phase),
             self.keep_best,
             Checkpoint(self, phase),
+            EpochEvents(self.emit, phase, total, self.run.should_stop),
             *([StepEvents(self.emit)] if steps else []),
             keras.callbacks.TensorBoard(str(self.out / "logs" / f"phase{phase}"),
                                         write_graph=False, profile_batch=0),
@@ -312,8 +329,16 @@ class Trainer:
     def fit_head(self, head: Any, x_train: np.ndarray, y_train: np.ndarray,
                  x_val: np.ndarray, y_val: np.ndarray, weights: dict[int, float] | None,
                  start: int) -> Any:
-        """Phase 1 on cached features: one compiled loop an epoch (zoo.finetuning.head), or
+        """Phase 1 on cached features. By default the head is fitted to its optimum as the
+        convex problem it is (zoo.finetuning.head_fit: L-BFGS, L2 chosen on validation), so
+        no epoch budget decides whether a small data set converges. With fit_head off, it
+        trains epoch by epoch: one compiled loop an epoch (zoo.finetuning.head), or
         `model.fit` when the caller passed callbacks of their own (they may want batches)."""
+        labels = y_train.argmax(axis=1)
+        sample_weight = (None if weights is None else
+                         np.array([weights[int(y)] for y in labels], dtype="float32"))
+        if self.hp.fit_head:
+            return self._fit_to_optimum(head, x_train, y_train, x_val, y_val, sample_weight)
         from zoo.finetuning.head import fit_on_arrays
 
         callbacks = self.callbacks(1, self.hp.epochs, steps=False)
@@ -322,18 +347,67 @@ class Trainer:
                      initial_epoch=start, batch_size=self.hp.batch_size, class_weight=weights,
                      shuffle=True, verbose=0, callbacks=callbacks)
         else:
-            labels = y_train.argmax(axis=1)
-            sample_weight = (None if weights is None else
-                             np.array([weights[int(y)] for y in labels], dtype="float32"))
             fit_on_arrays(head, x_train, y_train, validation_data=(x_val, y_val),
                           epochs=self.hp.epochs, initial_epoch=start,
                           batch_size=self.hp.batch_size, sample_weight=sample_weight,
                           seed=self.hp.seed, callbacks=callbacks)
         return head
 
+    def _fit_to_optimum(self, head: Any, x_train: np.ndarray, y_train: np.ndarray,
+                        x_val: np.ndarray, y_val: np.ndarray,
+                        sample_weight: np.ndarray | None) -> Any:
+        """The head's Dense layer set to the optimum; one "head" event with the fit and the
+        metrics an epoch would report; phase 1 checkpointed as finished."""
+        from zoo.finetuning.head_fit import fit_head
+
+        started = time.perf_counter()
+        fit = fit_head(x_train, y_train.argmax(axis=1), x_val, y_val.argmax(axis=1),
+                       num_classes=y_train.shape[1], sample_weight=sample_weight,
+                       label_smoothing=self.hp.label_smoothing, dropout=self.hp.dropout,
+                       seed=self.hp.seed)
+        head.get_layer("predictions").set_weights(
+            [w.astype("float32") for w in fit.weights()])
+        logs = {k: float(v) for k, v in head.evaluate(
+            x_train, y_train, sample_weight=sample_weight, verbose=0, return_dict=True).items()}
+        logs.update({f"val_{k}": float(v) for k, v in head.evaluate(
+            x_val, y_val, verbose=0, return_dict=True).items()})
+        bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
+        if bad:
+            raise NonFiniteError(f"phase 1: the fitted head's {', '.join(bad)} is not finite; "
+                                 "the features hold values too large to fit on")
+        info = {"method": "l-bfgs", "l2": fit.l2, "selection": fit.selection,
+                "iterations": fit.iterations, "converged": fit.converged,
+                "gradient_norm": fit.gradient_norm,
+                "seconds": round(time.perf_counter() - started, 2)}
+        self.state["head_fit"] = info
+        history = self.state.setdefault("history", {})
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        self.phase1_val_loss = logs.get("val_loss")
+        self._log_scalars(1, self.hp.epochs, logs)
+        self.emit({"event": "head", "phase": 1, "epoch": self.hp.epochs,
+                   "epochs": self.hp.epochs, **info,
+                   **{k: round(v, 5) for k, v in logs.items()}})
+        self.save_checkpoint(head, 1, self.hp.epochs)
+        return head
+
+    def _log_scalars(self, phase: int, step: int, logs: dict[str, float]) -> None:
+        """TensorBoard scalars laid out as Keras's TensorBoard callback lays them out
+        (logs/phaseN/{train,validation}, tags epoch_<metric>), for a phase with no epochs."""
+        import tensorflow as tf
+
+        for side, prefix in (("train", ""), ("validation", "val_")):
+            writer = tf.summary.create_file_writer(str(self.out / "logs" / f"phase{phase}" / side))
+            with writer.as_default():
+                for key, value in logs.items():
+                    if key.startswith(prefix) and (prefix or not key.startswith("val_")):
+                        tf.summary.scalar(f"epoch_{key[len(prefix):]}", value, step=step)
+            writer.close()
+
     def phase1_finished(self) -> bool:
         """Phase 1 ran all its epochs or stopped early (not stopped on request)."""
-        return bool(getattr(self.keep_best, "stopped_early", False)
+        return bool(self.phase1_val_loss is not None
+                    or getattr(self.keep_best, "stopped_early", False)
                     or self.done_epoch >= self.hp.epochs)
 
     def phase2_improved(self) -> bool:
@@ -390,12 +464,14 @@ class Trainer:
             "input": inputs,
             "hyperparameters": self.hp.to_dict(),
             "data": data,
-            "training": {**training, "epochs_run": epochs_run},
+            "training": {**training, "epochs_run": epochs_run,
+                         **({"head_fit": self.state["head_fit"]}
+                            if "head_fit" in self.state else {})},
             "metrics": {k: v for k, v in metrics.items()
                         if k not in ("per_class", "confusion_matrix")},
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        write_json(out / "metrics.json", metrics)
+        write_json(out / model_dir.METRICS_FILE, metrics)
         write_json(out / "history.json", history)
         (out / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
         exported = export(out) if export is not None else None

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from zoo import config
@@ -93,6 +94,48 @@ def cached_path(name: str | ModelSpec, include_top: bool = True) -> Path | None:
     if package_dir is not None:
         return package_dir
     return hub_snapshot(entry)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file of a model as the manifest pins it and as the cache holds it now."""
+
+    key: str  # "top" / "notop" (Keras), the path in the snapshot (Hub)
+    filename: str
+    origin: str  # https URL (Keras) or hf://<repo>@<revision>/<path>
+    size: int | None  # on disk when cached, else as pinned; None when unknown
+    checksum: str | None  # "sha256:<hex>" / "md5:<hex>": pinned, or recorded (`recorded`)
+    recorded: bool  # not pinned by the origin: recorded beside the file at its first download
+    cached: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {"key": self.key, "filename": self.filename, "origin": self.origin,
+                "size": self.size, "hash": self.checksum, "recorded": self.recorded,
+                "cached": self.cached}
+
+
+def weight_files(name: str | ModelSpec) -> list[WeightFile]:
+    """Every weight file of a registered model, with its checksum and whether it is cached
+    (present, unverified: cheap enough for a listing; every use still verifies)."""
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)
+    entry = load_manifest().model(spec.name)
+    folder = None if entry.source == "keras" else cached_path(spec)
+    files = []
+    for key, f in entry.files.items():
+        if entry.source == "keras":
+            path: Path | None = cache.keras_path(f)
+            origin = f.origin or ""
+        else:
+            path = folder / f.filename if folder is not None else None
+            origin = f"hf://{entry.repo_id}@{entry.revision}/{f.filename}"
+        cached = path is not None and path.is_file()
+        checksum = f.checksum or (cache.recorded_checksum(path) if cached and path else None)
+        files.append(WeightFile(
+            key=key, filename=f.filename, origin=origin,
+            size=path.stat().st_size if cached and path else f.size,
+            checksum=str(checksum) if checksum else None,
+            recorded=f.checksum is None and checksum is not None, cached=cached))
+    return files
 
 
 # --- Hugging Face snapshots -------------------------------------------------------------

@@ -223,6 +223,7 @@ class HyperParameters(_message.Message):
     DROPOUT_FIELD_NUMBER: _builtins.int
     FINE_TUNE_LR_FACTOR_FIELD_NUMBER: _builtins.int
     CACHE_FEATURES_FIELD_NUMBER: _builtins.int
+    FIT_HEAD_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
     fine_tune_layers: _builtins.int
     fine_tune_fraction: _builtins.float
@@ -238,6 +239,7 @@ class HyperParameters(_message.Message):
     dropout: _builtins.float
     fine_tune_lr_factor: _builtins.float
     cache_features: _builtins.bool
+    fit_head: _builtins.bool
     def __init__(
         self,
         *,
@@ -256,10 +258,11 @@ class HyperParameters(_message.Message):
         dropout: _builtins.float | None = ...,
         fine_tune_lr_factor: _builtins.float | None = ...,
         cache_features: _builtins.bool | None = ...,
+        fit_head: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_cache_features", b"_cache_features", "_class_weights", b"_class_weights", "_dropout", b"_dropout", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_fine_tune_lr_factor", b"_fine_tune_lr_factor", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "cache_features", b"cache_features", "class_weights", b"class_weights", "dropout", b"dropout", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "fine_tune_lr_factor", b"fine_tune_lr_factor", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_cache_features", b"_cache_features", "_class_weights", b"_class_weights", "_dropout", b"_dropout", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_fine_tune_lr_factor", b"_fine_tune_lr_factor", "_fit_head", b"_fit_head", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "cache_features", b"cache_features", "class_weights", b"class_weights", "dropout", b"dropout", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "fine_tune_lr_factor", b"fine_tune_lr_factor", "fit_head", b"fit_head", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_cache_features", b"_cache_features", "_class_weights", b"_class_weights", "_dropout", b"_dropout", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_fine_tune_lr_factor", b"_fine_tune_lr_factor", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "cache_features", b"cache_features", "class_weights", b"class_weights", "dropout", b"dropout", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "fine_tune_lr_factor", b"fine_tune_lr_factor", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_augment", b"_augment", "_batch_size", b"_batch_size", "_cache_features", b"_cache_features", "_class_weights", b"_class_weights", "_dropout", b"_dropout", "_epochs", b"_epochs", "_fine_tune_fraction", b"_fine_tune_fraction", "_fine_tune_layers", b"_fine_tune_layers", "_fine_tune_lr_factor", b"_fine_tune_lr_factor", "_fit_head", b"_fit_head", "_image_size", b"_image_size", "_label_smoothing", b"_label_smoothing", "_learning_rate", b"_learning_rate", "_patience", b"_patience", "_seed", b"_seed", "_val_split", b"_val_split", "augment", b"augment", "batch_size", b"batch_size", "cache_features", b"cache_features", "class_weights", b"class_weights", "dropout", b"dropout", "epochs", b"epochs", "fine_tune_fraction", b"fine_tune_fraction", "fine_tune_layers", b"fine_tune_layers", "fine_tune_lr_factor", b"fine_tune_lr_factor", "fit_head", b"fit_head", "image_size", b"image_size", "label_smoothing", b"label_smoothing", "learning_rate", b"learning_rate", "patience", b"patience", "seed", b"seed", "val_split", b"val_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__augment: _TypeAlias = _typing.Literal["augment"]  # noqa: Y015
     _WhichOneofArgType__augment: _TypeAlias = _typing.Literal["_augment", b"_augment"]  # noqa: Y015
@@ -279,6 +282,8 @@ class HyperParameters(_message.Message):
     _WhichOneofArgType__fine_tune_layers: _TypeAlias = _typing.Literal["_fine_tune_layers", b"_fine_tune_layers"]  # noqa: Y015
     _WhichOneofReturnType__fine_tune_lr_factor: _TypeAlias = _typing.Literal["fine_tune_lr_factor"]  # noqa: Y015
     _WhichOneofArgType__fine_tune_lr_factor: _TypeAlias = _typing.Literal["_fine_tune_lr_factor", b"_fine_tune_lr_factor"]  # noqa: Y015
+    _WhichOneofReturnType__fit_head: _TypeAlias = _typing.Literal["fit_head"]  # noqa: Y015
+    _WhichOneofArgType__fit_head: _TypeAlias = _typing.Literal["_fit_head", b"_fit_head"]  # noqa: Y015
     _WhichOneofReturnType__image_size: _TypeAlias = _typing.Literal["image_size"]  # noqa: Y015
     _WhichOneofArgType__image_size: _TypeAlias = _typing.Literal["_image_size", b"_image_size"]  # noqa: Y015
     _WhichOneofReturnType__label_smoothing: _TypeAlias = _typing.Literal["label_smoothing"]  # noqa: Y015
@@ -309,6 +314,8 @@ class HyperParameters(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fine_tune_layers) -> _WhichOneofReturnType__fine_tune_layers | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fine_tune_lr_factor) -> _WhichOneofReturnType__fine_tune_lr_factor | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fit_head) -> _WhichOneofReturnType__fit_head | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__image_size) -> _WhichOneofReturnType__image_size | None: ...
     @_typing.overload

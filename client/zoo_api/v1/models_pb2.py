@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from zoo_api.v1 import common_pb2 as zoo__api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zoo_api/v1/models.proto\x12\x06zoo.v1\x1a\x17zoo_api/v1/common.proto\"@\n\x11ListModelsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x1a\n\x04task\x18\x02 \x01(\x0e\x32\x0c.zoo.v1.Task\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.zoo.v1.ModelInfo\"3\n\x0fGetModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\"4\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelInfo\"\xe6\x04\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12(\n\x06origin\x18\x03 \x01(\x0e\x32\x18.zoo.v1.ModelInfo.Origin\x12\x1a\n\x04task\x18\x04 \x01(\x0e\x32\x0c.zoo.v1.Task\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x06 \x01(\t\x12\x0e\n\x06params\x18\x07 \x01(\x03\x12\x12\n\ninput_size\x18\x08 \x03(\x05\x12\x12\n\nmax_length\x18\t \x01(\x05\x12\x15\n\rpreprocessing\x18\n \x01(\t\x12\x13\n\x0bnum_classes\x18\x0b \x01(\x05\x12\x0e\n\x06labels\x18\x0c \x03(\t\x12\x11\n\x04top1\x18\r \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04top5\x18\x0e \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07license\x18\x0f \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x10 \x01(\x08\x12\x0e\n\x06loaded\x18\x11 \x01(\x08\x12/\n\x07metrics\x18\x12 \x03(\x0b\x32\x1e.zoo.v1.ModelInfo.MetricsEntry\x12\x13\n\x0b\x64\x65scription\x18\x13 \x01(\t\x12\x0f\n\x07runtime\x18\x14 \x01(\t\x12\x16\n\x0eruntime_reason\x18\x15 \x01(\t\x12\x1b\n\x13runtime_report_json\x18\x16 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x0c\n\x08REGISTRY\x10\x01\x12\r\n\tFINETUNED\x10\x02\x42\x07\n\x05_top1B\x07\n\x05_top5\"E\n\x11\x46\x65tchModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\x0e\n\x06no_top\x18\x02 \x01(\x08\"g\n\x12\x46\x65tchModelProgress\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x12\n\nbytes_done\x18\x02 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x03 \x01(\x03\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\"4\n\x10LoadModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\"F\n\x11LoadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelInfo\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"6\n\x12UnloadModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\")\n\x13UnloadModelResponse\x12\x12\n\nwas_loaded\x18\x01 \x01(\x08\x32\xe3\x02\n\x0cModelService\x12\x43\n\nListModels\x12\x19.zoo.v1.ListModelsRequest\x1a\x1a.zoo.v1.ListModelsResponse\x12=\n\x08GetModel\x12\x17.zoo.v1.GetModelRequest\x1a\x18.zoo.v1.GetModelResponse\x12\x45\n\nFetchModel\x12\x19.zoo.v1.FetchModelRequest\x1a\x1a.zoo.v1.FetchModelProgress0\x01\x12@\n\tLoadModel\x12\x18.zoo.v1.LoadModelRequest\x1a\x19.zoo.v1.LoadModelResponse\x12\x46\n\x0bUnloadModel\x12\x1a.zoo.v1.UnloadModelRequest\x1a\x1b.zoo.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zoo_api/v1/models.proto\x12\x06zoo.v1\x1a\x17zoo_api/v1/common.proto\"@\n\x11ListModelsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x1a\n\x04task\x18\x02 \x01(\x0e\x32\x0c.zoo.v1.Task\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.zoo.v1.ModelInfo\"3\n\x0fGetModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\"4\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelInfo\"\x9b\x06\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12(\n\x06origin\x18\x03 \x01(\x0e\x32\x18.zoo.v1.ModelInfo.Origin\x12\x1a\n\x04task\x18\x04 \x01(\x0e\x32\x0c.zoo.v1.Task\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x06 \x01(\t\x12\x0e\n\x06params\x18\x07 \x01(\x03\x12\x12\n\ninput_size\x18\x08 \x03(\x05\x12\x12\n\nmax_length\x18\t \x01(\x05\x12\x15\n\rpreprocessing\x18\n \x01(\t\x12\x13\n\x0bnum_classes\x18\x0b \x01(\x05\x12\x0e\n\x06labels\x18\x0c \x03(\t\x12\x11\n\x04top1\x18\r \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04top5\x18\x0e \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07license\x18\x0f \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x10 \x01(\x08\x12\x0e\n\x06loaded\x18\x11 \x01(\x08\x12/\n\x07metrics\x18\x12 \x03(\x0b\x32\x1e.zoo.v1.ModelInfo.MetricsEntry\x12\x13\n\x0b\x64\x65scription\x18\x13 \x01(\t\x12\x0f\n\x07runtime\x18\x14 \x01(\t\x12\x16\n\x0eruntime_reason\x18\x15 \x01(\t\x12\x1b\n\x13runtime_report_json\x18\x16 \x01(\t\x12\x0e\n\x06source\x18\x17 \x01(\t\x12\x12\n\nsize_bytes\x18\x18 \x01(\x03\x12!\n\x05\x66iles\x18\x19 \x03(\x0b\x32\x12.zoo.v1.WeightFile\x12.\n\x10\x63onfusion_matrix\x18\x1a \x03(\x0b\x32\x14.zoo.v1.ConfusionRow\x12\x10\n\x08replicas\x18\x1b \x01(\x05\x12*\n\rreplica_loads\x18\x1c \x03(\x0b\x32\x13.zoo.v1.ReplicaLoad\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x0c\n\x08REGISTRY\x10\x01\x12\r\n\tFINETUNED\x10\x02\x42\x07\n\x05_top1B\x07\n\x05_top5\"\x87\x01\n\nWeightFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\t\x12\x19\n\x11\x63hecksum_recorded\x18\x06 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\"\x1e\n\x0c\x43onfusionRow\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\x03\"\x82\x01\n\x0bReplicaLoad\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06inputs\x18\x04 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x03\x12\x0e\n\x06queued\x18\x06 \x01(\x05\x12\x11\n\tin_flight\x18\x07 \x01(\x05\"E\n\x11\x46\x65tchModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\x12\x0e\n\x06no_top\x18\x02 \x01(\x08\"g\n\x12\x46\x65tchModelProgress\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x12\n\nbytes_done\x18\x02 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x03 \x01(\x03\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\"4\n\x10LoadModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\"F\n\x11LoadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelInfo\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"6\n\x12UnloadModelRequest\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.zoo.v1.ModelSpec\")\n\x13UnloadModelResponse\x12\x12\n\nwas_loaded\x18\x01 \x01(\x08\x32\xe3\x02\n\x0cModelService\x12\x43\n\nListModels\x12\x19.zoo.v1.ListModelsRequest\x1a\x1a.zoo.v1.ListModelsResponse\x12=\n\x08GetModel\x12\x17.zoo.v1.GetModelRequest\x1a\x18.zoo.v1.GetModelResponse\x12\x45\n\nFetchModel\x12\x19.zoo.v1.FetchModelRequest\x1a\x1a.zoo.v1.FetchModelProgress0\x01\x12@\n\tLoadModel\x12\x18.zoo.v1.LoadModelRequest\x1a\x19.zoo.v1.LoadModelResponse\x12\x46\n\x0bUnloadModel\x12\x1a.zoo.v1.UnloadModelRequest\x1a\x1b.zoo.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,23 +43,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELRESPONSE']._serialized_start=236
   _globals['_GETMODELRESPONSE']._serialized_end=288
   _globals['_MODELINFO']._serialized_start=291
-  _globals['_MODELINFO']._serialized_end=905
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=778
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=824
-  _globals['_MODELINFO_ORIGIN']._serialized_start=826
-  _globals['_MODELINFO_ORIGIN']._serialized_end=887
-  _globals['_FETCHMODELREQUEST']._serialized_start=907
-  _globals['_FETCHMODELREQUEST']._serialized_end=976
-  _globals['_FETCHMODELPROGRESS']._serialized_start=978
-  _globals['_FETCHMODELPROGRESS']._serialized_end=1081
-  _globals['_LOADMODELREQUEST']._serialized_start=1083
-  _globals['_LOADMODELREQUEST']._serialized_end=1135
-  _globals['_LOADMODELRESPONSE']._serialized_start=1137
-  _globals['_LOADMODELRESPONSE']._serialized_end=1207
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1209
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1263
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1265
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1306
-  _globals['_MODELSERVICE']._serialized_start=1309
-  _globals['_MODELSERVICE']._serialized_end=1664
+  _globals['_MODELINFO']._serialized_end=1086
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=959
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1005
+  _globals['_MODELINFO_ORIGIN']._serialized_start=1007
+  _globals['_MODELINFO_ORIGIN']._serialized_end=1068
+  _globals['_WEIGHTFILE']._serialized_start=1089
+  _globals['_WEIGHTFILE']._serialized_end=1224
+  _globals['_CONFUSIONROW']._serialized_start=1226
+  _globals['_CONFUSIONROW']._serialized_end=1256
+  _globals['_REPLICALOAD']._serialized_start=1259
+  _globals['_REPLICALOAD']._serialized_end=1389
+  _globals['_FETCHMODELREQUEST']._serialized_start=1391
+  _globals['_FETCHMODELREQUEST']._serialized_end=1460
+  _globals['_FETCHMODELPROGRESS']._serialized_start=1462
+  _globals['_FETCHMODELPROGRESS']._serialized_end=1565
+  _globals['_LOADMODELREQUEST']._serialized_start=1567
+  _globals['_LOADMODELREQUEST']._serialized_end=1619
+  _globals['_LOADMODELRESPONSE']._serialized_start=1621
+  _globals['_LOADMODELRESPONSE']._serialized_end=1691
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1693
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1747
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1749
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1790
+  _globals['_MODELSERVICE']._serialized_start=1793
+  _globals['_MODELSERVICE']._serialized_end=2148
 # @@protoc_insertion_point(module_scope)

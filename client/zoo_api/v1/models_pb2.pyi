@@ -168,6 +168,12 @@ class ModelInfo(_message.Message):
     RUNTIME_FIELD_NUMBER: _builtins.int
     RUNTIME_REASON_FIELD_NUMBER: _builtins.int
     RUNTIME_REPORT_JSON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    CONFUSION_MATRIX_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    REPLICA_LOADS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     """fine-tuned models; 0 for registry models"""
@@ -198,6 +204,18 @@ class ModelInfo(_message.Message):
     """
     runtime_reason: _builtins.str
     runtime_report_json: _builtins.str
+    source: _builtins.str
+    """Where the weights come from: "keras" (Keras's storage, or ZOO_KERAS_MIRROR), "huggingface"
+    (a pinned Hub commit, or the installed package that carries it), "finetuned".
+    """
+    size_bytes: _builtins.int
+    """The weights' size in bytes: on disk when cached (fine-tuned: model.keras), else as the
+    manifest pins it; 0 when unknown (Keras pins no sizes).
+    """
+    replicas: _builtins.int
+    """With `zoo serve --ray`: replicas serving the model now (0: it runs in the server's own
+    process, or is not loaded), and each one's load.
+    """
     @_builtins.property
     def input_size(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """images: [height, width]"""
@@ -210,6 +228,18 @@ class ModelInfo(_message.Message):
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """fine-tuned: validation metrics"""
 
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___WeightFile]:
+        """GetModel only: every file, checksum and cache state"""
+
+    @_builtins.property
+    def confusion_matrix(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfusionRow]:
+        """GetModel only, fine-tuned models: the validation confusion matrix, one row per true
+        class in `labels` order, one count per predicted class.
+        """
+
+    @_builtins.property
+    def replica_loads(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaLoad]: ...
     def __init__(
         self,
         *,
@@ -235,10 +265,16 @@ class ModelInfo(_message.Message):
         runtime: _builtins.str = ...,
         runtime_reason: _builtins.str = ...,
         runtime_report_json: _builtins.str = ...,
+        source: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        files: _abc.Iterable[Global___WeightFile] | None = ...,
+        confusion_matrix: _abc.Iterable[Global___ConfusionRow] | None = ...,
+        replicas: _builtins.int = ...,
+        replica_loads: _abc.Iterable[Global___ReplicaLoad] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "top1", b"top1", "top5", b"top5"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "description", b"description", "family", b"family", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "runtime", b"runtime", "runtime_reason", b"runtime_reason", "runtime_report_json", b"runtime_report_json", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top1", b"_top1", "_top5", b"_top5", "base", b"base", "cached", b"cached", "confusion_matrix", b"confusion_matrix", "description", b"description", "family", b"family", "files", b"files", "input_size", b"input_size", "labels", b"labels", "license", b"license", "loaded", b"loaded", "max_length", b"max_length", "metrics", b"metrics", "name", b"name", "num_classes", b"num_classes", "origin", b"origin", "params", b"params", "preprocessing", b"preprocessing", "replica_loads", b"replica_loads", "replicas", b"replicas", "runtime", b"runtime", "runtime_reason", b"runtime_reason", "runtime_report_json", b"runtime_report_json", "size_bytes", b"size_bytes", "source", b"source", "task", b"task", "top1", b"top1", "top5", b"top5", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__top1: _TypeAlias = _typing.Literal["top1"]  # noqa: Y015
     _WhichOneofArgType__top1: _TypeAlias = _typing.Literal["_top1", b"_top1"]  # noqa: Y015
@@ -250,6 +286,117 @@ class ModelInfo(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__top5) -> _WhichOneofReturnType__top5 | None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class WeightFile(_message.Message):
+    """One weight file of a model, as the manifest pins it and as the server's cache holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    CHECKSUM_RECORDED_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"top" / "notop" (Keras), the path in the snapshot (Hub), "model.keras" """
+    filename: _builtins.str
+    """the file's name in the cache"""
+    origin: _builtins.str
+    """an https URL, or hf://<repo>@<commit>/<path>; empty for fine-tuned"""
+    size: _builtins.int
+    """bytes: on disk when cached, else as pinned; 0 when unknown"""
+    checksum: _builtins.str
+    """"sha256:<hex>" or "md5:<hex>"; empty when none is known"""
+    checksum_recorded: _builtins.bool
+    """not pinned by its origin: recorded at the first download"""
+    cached: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        origin: _builtins.str = ...,
+        size: _builtins.int = ...,
+        checksum: _builtins.str = ...,
+        checksum_recorded: _builtins.bool = ...,
+        cached: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "checksum", b"checksum", "checksum_recorded", b"checksum_recorded", "filename", b"filename", "name", b"name", "origin", b"origin", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WeightFile: _TypeAlias = WeightFile  # noqa: Y015
+
+@_typing.final
+class ConfusionRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfusionRow: _TypeAlias = ConfusionRow  # noqa: Y015
+
+@_typing.final
+class ReplicaLoad(_message.Message):
+    """One replica of a model served on a Ray cluster, as its last reply reported it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    replica: _builtins.str
+    """Ray Serve's replica id"""
+    node: _builtins.str
+    """the Ray node it runs on ("" until it has answered)"""
+    requests: _builtins.int
+    """calls it answered (each a batch the server sent it)"""
+    inputs: _builtins.int
+    """images or texts in them"""
+    batches: _builtins.int
+    """compiled calls it ran (it batches concurrent calls again)"""
+    queued: _builtins.int
+    """inputs waiting in its batcher"""
+    in_flight: _builtins.int
+    """calls it was serving"""
+    def __init__(
+        self,
+        *,
+        replica: _builtins.str = ...,
+        node: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        inputs: _builtins.int = ...,
+        batches: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "in_flight", b"in_flight", "inputs", b"inputs", "node", b"node", "queued", b"queued", "replica", b"replica", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaLoad: _TypeAlias = ReplicaLoad  # noqa: Y015
 
 @_typing.final
 class FetchModelRequest(_message.Message):

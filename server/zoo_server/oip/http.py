@@ -86,6 +86,38 @@ def metadata_json(meta: ModelMetadata) -> dict[str, Any]:
             "outputs": [tensor(s) for s in meta.outputs]}
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` (compressed and expanded alike); gzip and deflate
+    request bodies are expanded, as Triton does."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UploadTooLargeError(f"the request body is {int(declared)} bytes, over the "
+                                  f"limit of {limit} (--max-message-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise UploadTooLargeError(f"the request body is over the limit of {limit} "
+                                      "bytes (--max-message-mb)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _DECOMPRESS:
+        raise InvalidInputError(f"Content-Encoding {encoding!r} is not supported; send "
+                                "gzip, deflate or no encoding")
+    expander = zlib.decompressobj(_DECOMPRESS[encoding])
+    try:
+        expanded = expander.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise InvalidInputError(f"the {encoding} body does not decompress: {e}") from None
+    if len(expanded) > limit or expander.unconsumed_tail:
+        raise UploadTooLargeError(f"the request body expands past the limit of {limit} "
+                                  "bytes (--max-message-mb)")
+    return expanded
+
+
 class OipHttp:
     """The protocol's routes on a backend."""
 
@@ -150,7 +182,7 @@ class OipHttp:
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version", "")
         try:
-            body = await self._body(request)
+            body = await read_body(request, self.max_body)
         except UploadTooLargeError as e:  # HTTP has its own status for this
             return JSONResponse({"error": str(e)}, 413)
         except Exception as e:
@@ -168,39 +200,6 @@ class OipHttp:
                             headers={tensors.HEADER_LENGTH: str(json_length)})
 
         return await self._run("ModelInfer", run)
-
-    async def _body(self, request: Request) -> bytes:
-        """The body, refused past the message limit (compressed and expanded alike);
-        gzip and deflate request bodies are expanded, as Triton does."""
-        limit = self.max_body
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise UploadTooLargeError(f"the request body is {int(declared)} bytes, over the "
-                                      f"limit of {limit} (--max-message-mb)")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise UploadTooLargeError(f"the request body is over the limit of {limit} "
-                                          "bytes (--max-message-mb)")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding == "identity":
-            return body
-        if encoding not in _DECOMPRESS:
-            raise InvalidInputError(f"Content-Encoding {encoding!r} is not supported; send "
-                                    "gzip, deflate or no encoding")
-        expander = zlib.decompressobj(_DECOMPRESS[encoding])
-        try:
-            expanded = expander.decompress(body, limit + 1)
-        except zlib.error as e:
-            raise InvalidInputError(f"the {encoding} body does not decompress: {e}") from None
-        if len(expanded) > limit or expander.unconsumed_tail:
-            raise UploadTooLargeError(f"the request body expands past the limit of {limit} "
-                                      "bytes (--max-message-mb)")
-        return expanded
-
 
 class BearerAuth:
     """ASGI middleware: every HTTP request needs `Authorization: Bearer <token>`, except the

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from zoo import model_dir
 from zoo.errors import InvalidInputError, ZooError
 from zoo.hub.spec import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_EMBEDDING
 from zoo_api.v1 import common_pb2, models_pb2, models_pb2_grpc
@@ -34,53 +35,81 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         self.store, self.manager = store, manager
         self.idle_s = idle_s  # FetchModel ends after this long without progress
 
-    def info(self, m: Resolved, labels: bool = False) -> models_pb2.ModelInfo:
-        from zoo.hub.fetch import cached_path
-
+    def info(self, m: Resolved, detail: bool = False) -> models_pb2.ModelInfo:
+        """What ListModels says of a model; with `detail` (GetModel) also its labels, weight
+        files and (fine-tuned) confusion matrix."""
         info = models_pb2.ModelInfo(name=m.name, version=m.version, task=TASKS.get(m.task, 0),
                                     loaded=self.manager.is_loaded(m.name, m.version))
         report = self.manager.runtime_report(m.name, m.version)
         if report is not None:
             info.runtime, info.runtime_reason = report.runtime, report.reason
             info.runtime_report_json = json.dumps(report.to_dict(), sort_keys=True)
+        loads = self.manager.replica_loads(m.name, m.version)
+        if loads is not None:  # served by replicas on a Ray cluster
+            info.replicas = len(loads)
+            info.replica_loads.extend(
+                models_pb2.ReplicaLoad(replica=r.replica, node=r.node, requests=r.requests,
+                                       inputs=r.inputs, batches=r.batches, queued=r.queued,
+                                       in_flight=r.in_flight) for r in loads)
         if m.origin == REGISTRY:
-            spec = m.spec
-            assert spec is not None
-            info.origin = models_pb2.ModelInfo.REGISTRY
-            info.family, info.params = spec.family, spec.params or 0
-            info.input_size.extend(spec.input.size or ())
-            info.max_length = spec.input.max_length or 0
-            info.preprocessing = spec.input.preprocessing
-            info.num_classes = spec.head.num_classes or 0
-            if spec.provenance.top1 is not None:
-                info.top1 = spec.provenance.top1
-            if spec.provenance.top5 is not None:
-                info.top5 = spec.provenance.top5
-            info.license, info.description = spec.provenance.license, spec.description
-            try:
-                info.cached = cached_path(spec.name) is not None
-            except ZooError:
-                info.cached = False
-            if labels and spec.is_image and spec.head.labels == "imagenet":
-                try:
-                    from zoo.vision.imagenet import imagenet_labels
+            self._registry_info(info, m, detail)
+        else:
+            self._finetuned_info(info, m, detail)
+        return info
 
-                    info.labels.extend(label for _, label in imagenet_labels())
-                except ZooError:
-                    pass  # the class index cannot be fetched now; labels stay empty
-            return info
+    def _registry_info(self, info: models_pb2.ModelInfo, m: Resolved, detail: bool) -> None:
+        from zoo.hub.fetch import weight_files
+        from zoo.hub.manifest import load_manifest
+
+        spec = m.spec
+        assert spec is not None
+        info.origin = models_pb2.ModelInfo.REGISTRY
+        info.family, info.params = spec.family, spec.params or 0
+        info.input_size.extend(spec.input.size or ())
+        info.max_length = spec.input.max_length or 0
+        info.preprocessing = spec.input.preprocessing
+        info.num_classes = spec.head.num_classes or 0
+        if spec.provenance.top1 is not None:
+            info.top1 = spec.provenance.top1
+        if spec.provenance.top5 is not None:
+            info.top5 = spec.provenance.top5
+        info.license, info.description = spec.provenance.license, spec.description
+        try:
+            info.source = load_manifest().model(spec.name).source
+            files = weight_files(spec)
+        except ZooError:
+            files = []
+        # What the server loads: a Keras model's classifier file, a Hub model's snapshot.
+        served = [f for f in files if f.key != "notop"]
+        info.cached = bool(served) and all(f.cached for f in served)
+        info.size_bytes = sum(f.size or 0 for f in served)
+        if not detail:
+            return
+        info.files.extend(models_pb2.WeightFile(
+            name=f.key, filename=f.filename, origin=f.origin, size=f.size or 0,
+            checksum=f.checksum or "", checksum_recorded=f.recorded, cached=f.cached)
+            for f in files)
+        if spec.is_image and spec.head.labels == "imagenet":
+            try:
+                from zoo.vision.imagenet import imagenet_labels
+
+                info.labels.extend(label for _, label in imagenet_labels())
+            except ZooError:
+                pass  # the class index cannot be fetched now; labels stay empty
+
+    def _finetuned_info(self, info: models_pb2.ModelInfo, m: Resolved, detail: bool) -> None:
         meta = m.meta or {}
         info.origin = models_pb2.ModelInfo.FINETUNED
+        info.source = "finetuned"
         info.base = str(meta.get("base") or "")
         info.family = str(meta.get("base_family") or "")
         info.params = int(meta.get("params") or meta.get("base_params") or 0)
         inputs = meta.get("input") or {}
-        info.input_size.extend(int(x) for x in inputs.get("size") or ())
+        if m.is_image:  # a text head's zoo.json "size" is its embedding's, not an image's
+            info.input_size.extend(int(x) for x in inputs.get("size") or ())
         info.max_length = int(inputs.get("max_length") or 0)
         info.preprocessing = str(inputs.get("preprocessing") or "")
         info.num_classes = len(meta.get("labels") or [])
-        if labels:
-            info.labels.extend(str(x) for x in meta.get("labels") or [])
         info.license = "derived from " + (m.spec.provenance.license if m.spec else "its base")
         info.cached = True
         for key, value in (meta.get("metrics") or {}).items():
@@ -90,7 +119,22 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
         info.description = (f"fine-tuned from {info.base}"
                             + (f" on {examples} examples" if examples else "")
                             + (f", created {meta['created']}" if meta.get("created") else ""))
-        return info
+        assert m.path is not None
+        try:
+            info.size_bytes = (m.path / model_dir.MODEL_FILE).stat().st_size
+        except OSError:
+            pass
+        if not detail:
+            return
+        info.labels.extend(str(x) for x in meta.get("labels") or [])
+        info.files.append(models_pb2.WeightFile(
+            name=model_dir.MODEL_FILE, filename=model_dir.MODEL_FILE, size=info.size_bytes,
+            cached=True))
+        report = model_dir.read_metrics(m.path) or {}
+        matrix = report.get("confusion_matrix")
+        if isinstance(matrix, list) and len(matrix) == info.num_classes:
+            info.confusion_matrix.extend(
+                models_pb2.ConfusionRow(counts=[int(c) for c in row]) for row in matrix)
 
     def ListModels(self, request: models_pb2.ListModelsRequest, context: Any
                    ) -> models_pb2.ListModelsResponse:
@@ -107,7 +151,7 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
     def GetModel(self, request: models_pb2.GetModelRequest, context: Any
                  ) -> models_pb2.GetModelResponse:
         resolved = self.store.resolve(request.model.name, request.model.version)
-        return models_pb2.GetModelResponse(model=self.info(resolved, labels=True))
+        return models_pb2.GetModelResponse(model=self.info(resolved, detail=True))
 
     def FetchModel(self, request: models_pb2.FetchModelRequest, context: grpc.ServicerContext
                    ) -> Iterator[models_pb2.FetchModelProgress]:
