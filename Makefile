@@ -71,6 +71,8 @@ bench: install $(OIP_STAMP)
 	$(PY) bench/serve.py
 	$(PY) bench/runtimes.py
 	$(PY) bench/scale.py
+	$(PY) bench/quality.py
+	$(PY) bench/hostile_uploads.py
 
 # The gRPC APIs' Python code, generated from proto/ into the client package (which the
 # server imports too): zoo.v1 into zoo_api/, the Open Inference Protocol (package

@@ -371,11 +371,16 @@ def serve_and_load(command: list[str], env: dict[str, str], port: int, images: l
             after(target)
         return rows
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean shutdown), SIGKILL a minute later."""
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def main() -> None:
@@ -510,11 +515,7 @@ def main() -> None:
                            for t, name in sides}
                     runtime_pairs[runtime].setdefault(n, []).append((got["tf"], got[runtime]))
         finally:
-            process.terminate()
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
     b = serve_and_load(zoo_cmd, env, port, images, args.clients, args.seconds, work / "zoo.log",
                        metrics_port, after=paired)

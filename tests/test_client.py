@@ -244,7 +244,8 @@ def test_cli_finetunes_on_the_server_with_every_flag_and_predicts_two_classes(se
                           "--epochs", "2", "--name", "pair", "--image-size", "32"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
-    assert "epoch  1/2  loss" in run.stdout and "served as pair version 1" in run.stdout
+    assert "phase 1: head fitted to its optimum" in run.stdout
+    assert "served as pair version 1" in run.stdout
     listed = subprocess.run([*cli, "jobs", "list", "--json"], capture_output=True, text=True,
                             env=env, timeout=60)
     job = next(j for j in json.loads(listed.stdout) if j["output_name"] == "pair")

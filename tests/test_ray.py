@@ -278,7 +278,7 @@ def test_a_job_survives_the_loss_of_its_node(cluster, digits, tmp_path):
         job = stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
             base=spec(), dataset_id=dataset.dataset_id, output_name="survivor",
             hyperparameters=finetune_pb2.HyperParameters(epochs=EPOCHS, image_size=32,
-                                                         patience=0)))
+                                                         patience=0, fit_head=False)))
         node2 = cluster.node_ids("trainer")
         wait_for(lambda: stubs.finetune.GetJob(finetune_pb2.GetJobRequest(job_id=job.id))
                  .epoch >= 2, timeout=240, every=0.2)

@@ -326,12 +326,13 @@ def test_a_finetune_uploaded_through_the_page_runs_live_then_classifies(ui, serv
     expect(page.locator("#output-name")).to_have_value("digits")
     page.select_option("#base", TINY)
     page.fill("#output-name", "digits-web")
-    page.fill("#hp-epochs", "4")
+    page.fill("#hp-epochs", "2")  # phase 1 (fitted at once) and 2 epochs of phase 2
     page.fill("#hp-learning_rate", "0.003")
     assert page.get_attribute("#hp-batch_size", "placeholder") == "default 32"  # the schema's
     page.click("text=More settings")
     page.fill("#hp-image_size", "32")
     page.fill("#hp-patience", "0")
+    page.fill("#hp-fine_tune_layers", "4")  # phase 2: epochs that arrive one by one
     shots(page, "finetune")
     page.click("#start")
 
