@@ -145,3 +145,19 @@ def test_sharded_features_are_for_image_bases(tmp_path):
     with pytest.raises(InvalidInputError, match="extract_features applies to image bases"):
         zoo.finetune("minilm_l6_v2", tmp_path / "reviews.csv", tmp_path / "out",
                      extract_features=lambda spec, size, split: np.zeros((len(split), 1)))
+
+
+def test_replica_counters_keep_the_newest_reply_whatever_order_replies_arrive_in(monkeypatch):
+    """Concurrent calls' replies reach the front door in any order: an older snapshot (fewer
+    calls answered) must not replace a newer one, or GetModel under-reports a replica's work."""
+    from zoo_server.scale.replicas import Replicas
+
+    replicas = Replicas("app", "tiny")
+    monkeypatch.setattr(replicas, "running", lambda: ["r1", "r2"])
+    snapshot = {"node": "n", "batches": 1, "queued": 0, "in_flight": 0}
+    replicas.record({"replica": "r1", "requests": 5, "inputs": 9, **snapshot})
+    replicas.record({"replica": "r1", "requests": 4, "inputs": 7, **snapshot})  # arrives late
+    replicas.record({"replica": "r2", "requests": 1, "inputs": 1, **snapshot})
+    loads = {load.replica: load for load in replicas.loads()}
+    assert (loads["r1"].requests, loads["r1"].inputs) == (5, 9)
+    assert (loads["r2"].requests, loads["r2"].inputs) == (1, 1)

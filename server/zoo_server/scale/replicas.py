@@ -126,7 +126,12 @@ class Replicas:
         self._lock = threading.Lock()
 
     def record(self, load: dict[str, Any]) -> None:
+        """Keep a replica's newest counters. Replies from concurrent calls reach the front door
+        in any order, so a snapshot older than the one held (fewer calls answered) is dropped."""
         with self._lock:
+            held = self._loads.get(load["replica"])
+            if held is not None and load["requests"] < held.requests:
+                return
             self._loads[load["replica"]] = ReplicaLoad(**load, updated=time.monotonic())
 
     def running(self) -> list[str]:
