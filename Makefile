@@ -57,7 +57,7 @@ chromium:
 	fi
 
 test: install $(NODE_STAMP) $(OIP_STAMP) chromium
-	$(PY) -m pytest -q --durations=15  # the slowest tests, to keep the suite under 10 min
+	$(PY) -m pytest -q --durations=15  # the slowest tests, to keep the suite near 15 min
 
 lint: install
 	$(VENV)/bin/ruff check zoo tests bench tools server client/zoo_client

@@ -116,6 +116,38 @@ def test_checkpoint_snapshots_put_the_state_last(tmp_path):
     assert not store.get_snapshot("jobs/other/checkpoints", tmp_path / "none", "state.json")
 
 
+def test_a_snapshot_lands_whole_while_training_writes_faster_than_the_store_copies(
+        tmp_path, monkeypatch):
+    """Each file the store receives is followed by a new epoch written locally (renamed over
+    the old files, as the trainer does): the snapshot still lands, and it is one epoch whole."""
+    from zoo_server.scale.shared import SharedStore
+
+    store = SharedStore((tmp_path / "store").as_uri())
+    local = tmp_path / "checkpoints"
+    local.mkdir()
+
+    def write_epoch(epoch: int) -> None:
+        for name, text in (("phase1.keras", f"weights {epoch}"), ("state.json", f"{epoch}")):
+            (local / f"{name}.tmp").write_text(text)
+            (local / f"{name}.tmp").replace(local / name)
+
+    write_epoch(1)
+    put_file = store.fs.put_file
+    epochs = iter(range(2, 100))
+
+    def slow_put_file(source: str, target: str) -> None:
+        put_file(source, target)
+        write_epoch(next(epochs))
+
+    monkeypatch.setattr(store.fs, "put_file", slow_put_file)  # fsspec shares its instances
+    assert store.put_snapshot(local, "jobs/j/checkpoints", "state.json")
+    back = tmp_path / "back"
+    assert store.get_snapshot("jobs/j/checkpoints", back, "state.json")
+    assert (back / "state.json").read_text() == "1"
+    assert (back / "phase1.keras").read_text() == "weights 1"
+    assert not [p for p in tmp_path.iterdir() if "snapshot" in p.name], "staging removed"
+
+
 def test_cluster_job_events_in_words():
     assert describe({"event": "node", "node": "a" * 56, "address": "10.0.0.7",
                      "resumed_from_epoch": 4}) == (

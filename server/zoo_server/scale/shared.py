@@ -81,23 +81,35 @@ class SharedStore:
     # --- checkpoints: a consistent snapshot of a folder that keeps changing ---------------
 
     def put_snapshot(self, local: Path, key: str, state: str) -> bool:
-        """Copy the files of `local`, with `state` (the file that says which epoch they are)
-        last and only if it did not change while the others were copied. False when it did
-        (the caller tries again at the next change)."""
+        """Copy the files of `local` to `key`, with `state` (the file that says which epoch
+        they are) last. The trainer replaces each file by renaming a new one over it, so hard
+        links taken in a moment freeze one checkpoint while the copy to the store takes as long
+        as it takes; a training epoch shorter than that copy no longer keeps every snapshot
+        from landing. False when `state` changed while the links were taken (the caller tries
+        again at the next change)."""
         state_path = local / state
+        if not state_path.exists():
+            return False
+        staged = local.parent / f".{local.name}.snapshot-{uuid.uuid4().hex[:8]}"
+        staged.mkdir()
         try:
-            before = state_path.read_bytes()
-        except OSError:
-            return False
-        target = self._path(key)
-        self.fs.makedirs(target, exist_ok=True)
-        for path in sorted(local.iterdir()):
-            if path.is_file() and path.name != state and ".tmp" not in path.name:
+            try:
+                before = state_path.read_bytes()
+                for path in sorted(local.iterdir()):
+                    if path.is_file() and path.name != state and ".tmp" not in path.name:
+                        _link_or_copy(path, staged / path.name)
+                if state_path.read_bytes() != before:
+                    return False
+            except FileNotFoundError:  # no checkpoint yet, or one renamed away mid-look
+                return False
+            target = self._path(key)
+            self.fs.makedirs(target, exist_ok=True)
+            for path in sorted(staged.iterdir()):
                 self.fs.put_file(str(path), f"{target}/{path.name}")
-        if state_path.read_bytes() != before:
-            return False
-        self.fs.pipe_file(f"{target}/{state}", before)
-        return True
+            self.fs.pipe_file(f"{target}/{state}", before)
+            return True
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
     def get_snapshot(self, key: str, local: Path, state: str) -> bool:
         """The snapshot at `key` into `local`; False when there is none."""
@@ -118,3 +130,10 @@ class SharedStore:
             return bytes(self.fs.cat_file(path)).decode("utf-8")
         except (FileNotFoundError, OSError):
             return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(source, target)
