@@ -186,7 +186,7 @@ def test_sharded_features_equal_single_process_ones(cluster, digits, tmp_path, m
 
 def test_requests_to_one_model_are_answered_by_two_replicas(cluster, tmp_path):
     server = ray_server(cluster, tmp_path / "home", "--replicas", "2", "--replica-cpus", "1",
-                        "--max-jobs", "0", "--metrics-port", "0")
+                        "--max-jobs", "0", "--metrics-port", "0", "--runtime", "openvino")
     stubs = Stubs(server.target)
     try:
         images = distinct_images(8)
@@ -206,6 +206,7 @@ def test_requests_to_one_model_are_answered_by_two_replicas(cluster, tmp_path):
 
         info = stubs.models.GetModel(models_pb2.GetModelRequest(model=spec())).model
         assert info.loaded and info.replicas == 2
+        assert info.runtime == "openvino", "the replicas run the model as --runtime says"
         loads = {r.replica: r for r in info.replica_loads}
         assert len(loads) == 2 and all(r.requests > 0 for r in loads.values()), \
             "each replica answered some"

@@ -9,7 +9,7 @@ from typing import Any
 def attach(config: Any, home: Path, metrics: Any) -> tuple[Any, dict[str, Any], Any]:
     """Connect `zoo serve` to Ray: (the cluster, the model manager's loaders, the job
     manager's launcher). The cluster's `close` takes it all down again."""
-    from zoo_server.loaders import LOADERS
+    from zoo_server.loaders import loaders
     from zoo_server.scale.cluster import RayCluster
     from zoo_server.scale.features import ShardedFeatures
     from zoo_server.scale.jobs import RayLauncher
@@ -18,7 +18,7 @@ def attach(config: Any, home: Path, metrics: Any) -> tuple[Any, dict[str, Any], 
     cluster = RayCluster(config, home)
     try:
         board = ReplicaBoard()
-        loaders = ray_loaders(LOADERS, cluster, config, board)
+        model_loaders = ray_loaders(loaders(config.runtime_for), cluster, config, board)
         metrics.registry.register(ReplicaCollector(board))
         shards = (ShardedFeatures(config.feature_shards, config.feature_shard_min,
                                   config.job_cpus) if config.feature_shards else None)
@@ -26,4 +26,4 @@ def attach(config: Any, home: Path, metrics: Any) -> tuple[Any, dict[str, Any], 
     except BaseException:
         cluster.close()
         raise
-    return cluster, loaders, launcher
+    return cluster, model_loaders, launcher

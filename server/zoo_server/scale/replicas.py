@@ -71,12 +71,12 @@ class ModelReplica:
     kind on this node, and a batcher over it."""
 
     def __init__(self, kind: str, resolved: Resolved, store_url: str | None,
-                 store_key: str | None, batching: dict[str, Any]):
+                 store_key: str | None, batching: dict[str, Any], runtime: str = "tf"):
         import ray
         from ray import serve
 
         from zoo import config as zoo_config
-        from zoo_server.loaders import LOADERS
+        from zoo_server.loaders import loaders
         from zoo_server.scale.cluster import match_tensorflow_threads
 
         match_tensorflow_threads()
@@ -84,7 +84,7 @@ class ModelReplica:
             local = zoo_config.zoo_home() / "ray-models" / store_key.replace("/", "-")
             path = SharedStore(store_url).get_dir(store_key, local)
             resolved = dataclasses.replace(resolved, path=path)
-        self.built = build(LOADERS[kind], resolved)
+        self.built = build(loaders(lambda name: runtime)[kind], resolved)
         self.batcher = Batcher(f"{resolved.describe()} ({kind})", self.built.run, **batching)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.node = ray.get_runtime_context().get_node_id()
@@ -94,7 +94,7 @@ class ModelReplica:
     def describe(self) -> dict[str, Any]:
         b = self.built
         return {"memory": b.memory, "size": b.size, "labels": b.labels, "dim": b.dim,
-                "seconds": b.seconds, "load": self.load()}
+                "seconds": b.seconds, "runtime": b.runtime, "load": self.load()}
 
     def load(self) -> dict[str, Any]:
         return {"replica": self.replica, "node": self.node, "requests": self.requests,
@@ -226,7 +226,7 @@ class RayLoader(Loader):
         deployment = deployment.options(**options)
         try:
             handle = serve.run(deployment.bind(self.kind, shipped, self.cluster.store.url, key,
-                                               batching),
+                                               batching, config.runtime_for(resolved.name)),
                                name=app, route_prefix=None)
             info = handle.describe.remote().result()
         except Exception as e:
@@ -255,7 +255,7 @@ class RayLoader(Loader):
                      labels=list(info["labels"]), dim=int(info["dim"]),
                      prepare=_as_pixels if size else None,
                      batch_threads=IN_FLIGHT * config.batch_threads * highest,
-                     replicas=replicas.loads)
+                     runtime=info["runtime"], replicas=replicas.loads)
 
     def shared_encoder(self, resolved: Resolved) -> str | None:
         return None  # encoders live in the replicas, not in this process
