@@ -29,6 +29,11 @@ from zoo_api.v1 import (
     models_pb2_grpc,
 )
 
+# A job that is surely still running when a test acts on it (cancels it, kills its worker,
+# stops the server): augmentation turns feature caching off, so every epoch runs the base on
+# the images (~0.5 s), where a cached epoch takes ~0.03 s and the default fitted head one step.
+SLOW_JOB: dict[str, Any] = {"epochs": 200, "image_size": 32, "patience": 0, "augment": True}
+
 
 def mirror_env(pretrained: dict[str, Path], root: Path) -> dict[str, str]:
     """Environment for a server that fetches TINY's digit-pretrained weights from a folder

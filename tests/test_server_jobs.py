@@ -23,6 +23,7 @@ from tests.archives import folders_tar, folders_zip, metadata_bomb, tar_bytes, v
 from tests.conftest import TINY
 from tests.digits import write_digits
 from tests.serving import (
+    SLOW_JOB,
     ServerProcess,
     Stubs,
     leftovers,
@@ -468,10 +469,7 @@ def test_text_job_then_classify_text(served):
     assert loaded.model.loaded
 
 
-# Augmentation turns feature caching off, so every epoch runs the base on the images
-# (~0.5 s; a cached epoch takes ~0.03 s, 200 of them could end before the test acts):
-# a job is surely mid-run after its first epoch event.
-SLOW = finetune_pb2.HyperParameters(epochs=200, image_size=32, patience=0, augment=True)
+SLOW = finetune_pb2.HyperParameters(**SLOW_JOB)  # surely mid-run after its first epoch event
 
 
 def test_cancel_queued_and_running_jobs(served, dataset_id):

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.conftest import TINY
 from tests.digits import write_digits
 from tests.serving import (
+    SLOW_JOB,
     ServerProcess,
     Stubs,
     distinct_images,
@@ -146,8 +147,7 @@ def test_answers_stay_right_and_health_answers_while_uploads_stall_and_a_job_die
         answers = known_answers(stubs, distinct_images(40, seed=11))
         job = stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
             base=spec(), dataset_id=dataset.dataset_id, output_name="killed",
-            hyperparameters=finetune_pb2.HyperParameters(epochs=50, image_size=32,
-                                                         patience=0)))
+            hyperparameters=finetune_pb2.HyperParameters(**SLOW_JOB)))
         events = []
 
         def watch() -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import ROOT, TINY
 from tests.digits import write_digits
-from tests.serving import ServerProcess, mirror_env, zip_folder
+from tests.serving import SLOW_JOB, ServerProcess, mirror_env, zip_folder
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
@@ -396,7 +396,7 @@ def test_a_running_job_can_be_cancelled_from_its_page(ui, served, digits_zip) ->
     dataset = json.loads(_upload(served, data, "IMAGE_ZIP"))
     job = api(served, "FineTuneService/CreateJob", {
         "base": {"name": TINY}, "dataset_id": dataset["dataset_id"], "output_name": "cancelled",
-        "hyperparameters": {"epochs": 1000, "image_size": 32, "patience": 0}})
+        "hyperparameters": SLOW_JOB})
     page.goto(f"/#/jobs/{job['id']}")
     expect(page.locator("#job-state")).to_have_text("running", timeout=60_000)
     page.click("#cancel")
