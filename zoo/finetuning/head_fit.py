@@ -535,14 +535,17 @@ def _select(splits: list[Split], problems: list[_Problem], scales: list[float],
     candidates: list[Candidate] = []
     previous: list[_Solution | None] = [None] * len(splits)
     solutions: list[_Solution] = []
-    for tau in scales:
+    # Each strength depends on its rows' variance: one pass over each split's rows, not one
+    # a scale.
+    split_strengths = [_strengths(x, scales) for x, *_ in splits]
+    reference_strengths = _strengths(reference, scales)
+    for j, tau in enumerate(scales):
         loss_sum = hit_sum = weight_sum = 0.0
         count = 0
-        for i, (x, _, _, xv, yv, sv) in enumerate(splits):
-            strength = _strengths(x, [tau])[0]
+        for i, (_, _, _, xv, yv, sv) in enumerate(splits):
             start = previous[i]
-            solution = _fit(problems[i], strength, None if start is None else start.params,
-                            SELECTION_TOLERANCE)
+            solution = _fit(problems[i], split_strengths[i][j],
+                            None if start is None else start.params, SELECTION_TOLERANCE)
             previous[i] = solution
             loss, accuracy = _held_out(solution.params, xv, yv, sv)
             weight = len(yv) if sv is None else float(sv.sum())
@@ -550,9 +553,9 @@ def _select(splits: list[Split], problems: list[_Problem], scales: list[float],
             hit_sum, count = hit_sum + accuracy * len(yv), count + len(yv)
         if len(splits) == 1:
             solutions.append(previous[0])  # type: ignore[arg-type]
-        candidates.append(Candidate(_strengths(reference, [tau])[0], tau,
+        candidates.append(Candidate(reference_strengths[j], tau,
                                     loss_sum / weight_sum, hit_sum / count, count))
-        best = min(range(len(candidates)), key=lambda j: _rank(candidates[j]))
+        best = min(range(len(candidates)), key=lambda c: _rank(candidates[c]))
         if len(candidates) - 1 - best >= 2 and tau >= reach:
             break
     return candidates, solutions
