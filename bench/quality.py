@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 TEXT_BASE = "minilm_l6_v2"
 SENTIMENT = ROOT / "tests" / "fixtures" / "sentiment.csv"
 PRETRAIN_DIGITS = (0, 1, 2, 3, 4)
+PRETRAIN_EPOCHS, PRETRAIN_PER_CLASS = 12, 170  # part of the cached weights' key
 TARGET_DIGITS = (5, 6, 7, 8, 9)
 PYDOC_TOPICS = {"debugger": "pdb debugger", "string-methods": "str methods",
                 "types": "type hierarchy", "compound": "compound statements",
@@ -132,13 +133,15 @@ def pretrained_base(args: argparse.Namespace, work: Path) -> None:
     from tests.keras_weights import write_mirror, write_pretrained_on_digits
     from zoo.hub.manifest import load_manifest
 
-    key = f"{args.model}-{args.image_size}px-digits{''.join(map(str, PRETRAIN_DIGITS))}"
+    key = (f"{args.model}-{args.image_size}px-digits{''.join(map(str, PRETRAIN_DIGITS))}"
+           f"-{PRETRAIN_EPOCHS}ep-{PRETRAIN_PER_CLASS}")
     folder = args.weights_cache / key
     if not (folder / "top.h5").is_file() or not (folder / "notop.h5").is_file():
         started = time.perf_counter()
         partial = folder.with_name(folder.name + ".partial")
-        write_pretrained_on_digits(args.model, partial, size=args.image_size, epochs=12,
-                                   classes=PRETRAIN_DIGITS, count=170)
+        write_pretrained_on_digits(args.model, partial, size=args.image_size,
+                                   epochs=PRETRAIN_EPOCHS, classes=PRETRAIN_DIGITS,
+                                   count=PRETRAIN_PER_CLASS)
         if folder.exists():
             import shutil
 
