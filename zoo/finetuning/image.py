@@ -161,18 +161,19 @@ def feature_runtime(spec: ModelSpec, size: tuple[int, int], base: Any,
                         batch_sizes=(FEATURE_BATCH,))
 
 
-def frozen_features(spec: ModelSpec, size: tuple[int, int], split: Split,
-                    base: Any = None, runtime: str = "tf") -> np.ndarray:
-    """The frozen base's features of `split`, in batches of FEATURE_BATCH, through
-    `feature_runtime`. `base`: the base already built (else it is built here, from the same
-    verified pretrained weights)."""
+def features_of(extract: Any, split: Split, size: tuple[int, int]) -> np.ndarray:
+    """`extract` (a `feature_runtime`) over `split`, in batches of FEATURE_BATCH."""
+    return predict_all(extract, to_tf_dataset(split, size, FEATURE_BATCH))
+
+
+def frozen_features(spec: ModelSpec, size: tuple[int, int], split: Split) -> np.ndarray:
+    """The frozen base's features of `split` on `tf`, the base built here from the same
+    verified pretrained weights (a feature shard on another node)."""
     from zoo.vision.build import build_image_model
 
-    if base is None:
-        base = build_image_model(spec, include_top=False, input_shape=(*size, 3))
-        base.trainable = False
-    extract = feature_runtime(spec, size, base, runtime)
-    return predict_all(extract, to_tf_dataset(split, size, FEATURE_BATCH))
+    base = build_image_model(spec, include_top=False, input_shape=(*size, 3))
+    base.trainable = False
+    return features_of(feature_runtime(spec, size, base), split, size)
 
 
 # --- the recipe --------------------------------------------------------------------------
@@ -235,8 +236,8 @@ def _train(trainer: Trainer, dataset: ImageDataset, size: tuple[int, int],
                 how = "sharded"
             else:
                 extract = feature_runtime(spec, size, base, trainer.run.runtime)
-                f_train = predict_all(extract, to_tf_dataset(dataset.train, size, FEATURE_BATCH))
-                f_val = predict_all(extract, to_tf_dataset(dataset.val, size, FEATURE_BATCH))
+                f_train = features_of(extract, dataset.train, size)
+                f_val = features_of(extract, dataset.val, size)
                 how = extract.report.summary()
             trainer.emit({"event": "features", "seconds": round(time.perf_counter() - started, 2),
                           "shape": list(f_train.shape), "runtime": how})
