@@ -132,13 +132,20 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of `error`'s message (its type's name when it has none), cut at
+    `limit` characters."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
 def status_for(error: BaseException, scrub: Callable[[str], str] | None = None
                ) -> tuple[grpc.StatusCode, str]:
     """The status code and one-line message a client sees for `error`; `scrub` rewrites
     the message first (the server passes one that makes server paths relative)."""
     for kind, code in STATUS_TABLE:
         if isinstance(error, kind):
-            message = (str(error).strip() or type(error).__name__).splitlines()[0]
+            message = first_line(error)
             if scrub is not None:
                 message = scrub(message)
             if len(message) > MESSAGE_LIMIT:

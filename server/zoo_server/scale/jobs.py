@@ -37,7 +37,7 @@ from typing import Any
 
 from zoo.finetuning.trainer import STATE_FILE, checkpoint_epoch
 from zoo_server.config import ServerConfig
-from zoo_server.errors import ServerError
+from zoo_server.errors import ServerError, first_line
 from zoo_server.jobs import HUB_TOKENS, STOPPED_EXIT, Launcher
 from zoo_server.logs import log_event
 from zoo_server.scale.cluster import RayCluster
@@ -294,15 +294,15 @@ class RayJobProcess:
                         return
                     if retries >= self.launcher.config.job_retries:
                         yield self._event({"event": "error", "message": (
-                            f"the job's node died {retries + 1} times; last: {_why(e)}")})
+                            f"the job's node died {retries + 1} times; last: {first_line(e, 300)}")})
                         self.returncode = 1
                         return
                     retries += 1
                     epoch = self.launcher.checkpoint(self.job_id, self.out)
                     self.spec = {**self.spec, "resume": epoch is not None}
-                    yield self._event({"event": "node_lost", "error": _why(e),
+                    yield self._event({"event": "node_lost", "error": first_line(e, 300),
                                        "resume_epoch": epoch or 0, "retry": retries})
-                    log_event("job_node_lost", job=self.job_id, error=_why(e), epoch=epoch)
+                    log_event("job_node_lost", job=self.job_id, error=first_line(e, 300), epoch=epoch)
                     self._actor = self.launcher.spawn(self.job_id, self.spec, self.env_vars)
                     self._run = self._actor.run.remote()
                     seen = 0
@@ -337,8 +337,3 @@ class RayJobProcess:
             ray.kill(self._actor, no_restart=True)
         except Exception as e:
             log_event("job_kill_failed", job=self.job_id, error=repr(e))
-
-
-def _why(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]

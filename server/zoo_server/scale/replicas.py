@@ -27,7 +27,6 @@ import asyncio
 import dataclasses
 import hashlib
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ import numpy as np
 from zoo import model_dir
 from zoo_server.batching import Batcher
 from zoo_server.config import ServerConfig
-from zoo_server.errors import ModelUnloadedError, ServerError
+from zoo_server.errors import ModelUnloadedError, ServerError, first_line
 from zoo_server.loaders import Built, Loader, build
 from zoo_server.logs import log_event
 from zoo_server.scale.cluster import RayCluster
@@ -63,7 +62,6 @@ class ReplicaLoad:
     batches: int = 0  # compiled calls it ran (its own batcher merges concurrent calls)
     queued: int = 0  # inputs waiting in its batcher
     in_flight: int = 0  # calls it was serving
-    updated: float = 0.0
 
 
 class ModelReplica:
@@ -132,7 +130,7 @@ class Replicas:
             held = self._loads.get(load["replica"])
             if held is not None and load["requests"] < held.requests:
                 return
-            self._loads[load["replica"]] = ReplicaLoad(**load, updated=time.monotonic())
+            self._loads[load["replica"]] = ReplicaLoad(**load)
 
     def running(self) -> list[str]:
         """The ids of this deployment's replica actors alive now (from Ray's GCS)."""
@@ -243,7 +241,7 @@ class RayLoader(Loader):
                 raise (e.cause if isinstance(e.cause, Exception) else e) from None
             except (RayError, RayServeException) as e:  # a replica (or its node) went away
                 raise ModelUnloadedError(
-                    f"{resolved.describe()}: its replica was lost ({_first_line(e)}); retry: "
+                    f"{resolved.describe()}: its replica was lost ({first_line(e, 200)}); retry: "
                     "the cluster starts another") from None
             replicas.record(load)
             return outputs
@@ -266,11 +264,6 @@ class RayLoader(Loader):
         app = self.app_name(resolved)
         self.board.remove(app)
         serve.delete(app, _blocking=False)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def _as_pixels(image: np.ndarray) -> np.ndarray:
