@@ -69,12 +69,23 @@ OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes need no token
 _DECOMPRESS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-def error_response(error: BaseException) -> JSONResponse:
-    code, message = status_for(error)
+def http_failure(error: BaseException, scrub: Callable[[str], str] | None = None
+                 ) -> tuple[int, str, str]:
+    """(HTTP status, gRPC status name, message) for `error`, for both HTTP fronts (OIP and
+    the page's JSON bridge): a body over its limit is 413, which HTTP has for it; an
+    internal error is logged with its traceback."""
+    if isinstance(error, UploadTooLargeError):
+        return 413, grpc.StatusCode.RESOURCE_EXHAUSTED.name, str(error)
+    code, message = status_for(error, scrub)
     if code == grpc.StatusCode.INTERNAL:
         log_event("http_internal_error", logging.ERROR, exc_info=error,
                   error=f"{type(error).__name__}: {error}")
-    return JSONResponse({"error": message}, HTTP_STATUS.get(code, 500))
+    return HTTP_STATUS.get(code, 500), code.name, message
+
+
+def error_response(error: BaseException) -> JSONResponse:
+    status, _, message = http_failure(error)
+    return JSONResponse({"error": message}, status)
 
 
 def metadata_json(meta: ModelMetadata) -> dict[str, Any]:
@@ -183,8 +194,6 @@ class OipHttp:
         name, version = request.path_params["name"], request.path_params.get("version", "")
         try:
             body = await read_body(request, self.max_body)
-        except UploadTooLargeError as e:  # HTTP has its own status for this
-            return JSONResponse({"error": str(e)}, 413)
         except Exception as e:
             return error_response(e)
         header = request.headers.get(tensors.HEADER_LENGTH)

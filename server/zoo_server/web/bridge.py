@@ -33,7 +33,6 @@ request whose Origin is not this server's, so a browser never runs a call for an
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import grpc
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
@@ -52,10 +50,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from zoo.errors import InvalidInputError
-from zoo_server.errors import UploadTooLargeError, quote, status_for
-from zoo_server.logs import log_event
+from zoo_server.errors import quote
 from zoo_server.metrics import Metrics
-from zoo_server.oip.http import HTTP_STATUS, read_body
+from zoo_server.oip.http import http_failure, read_body
 
 PREFIX = "/api/v1"
 NDJSON = "application/x-ndjson"
@@ -165,13 +162,8 @@ class Bridge:
 
     def failure(self, error: BaseException) -> tuple[int, dict[str, str]]:
         """The HTTP status and JSON body for `error`."""
-        if isinstance(error, UploadTooLargeError):  # HTTP has its own status for this
-            return 413, {"error": str(error), "code": "RESOURCE_EXHAUSTED"}
-        code, message = status_for(error, self.scrub)
-        if code == grpc.StatusCode.INTERNAL:
-            log_event("http_internal_error", logging.ERROR, exc_info=error,
-                      error=f"{type(error).__name__}: {error}")
-        return HTTP_STATUS.get(code, 500), {"error": message, "code": code.name}
+        status, code, message = http_failure(error, self.scrub)
+        return status, {"error": message, "code": code}
 
     def error(self, error: BaseException) -> JSONResponse:
         status, body = self.failure(error)
