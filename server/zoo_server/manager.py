@@ -97,28 +97,18 @@ class ModelManager:
         with self._lock:
             return list(self._models)
 
-    def is_loaded(self, name: str, version: int) -> bool:
+    def builds_of(self, name: str, version: int) -> list[Built]:
+        """What each loaded kind of a model (classifier, features, ...) was built as."""
         with self._lock:
-            return any(k[1] == name and k[2] == version for k in self._models)
+            return [m.built for k, m in self._models.items() if k[1:] == (name, version)]
+
+    def is_loaded(self, name: str, version: int) -> bool:
+        return bool(self.builds_of(name, version))
 
     def memory_used(self) -> int:
         with self._lock:
             return sum(m.memory for m in self._models.values())
 
-    def runtime_report(self, name: str, version: int) -> Any:
-        """The runtime report of a loaded image model (classifier first), or None."""
-        with self._lock:
-            for key, loaded in self._models.items():
-                if key[1:] == (name, version) and loaded.built.runtime is not None:
-                    return loaded.built.runtime
-        return None
-    def replica_loads(self, name: str, version: int) -> list[Any] | None:
-        """Each replica's load where a loaded model runs on replicas elsewhere (Ray); None
-        when it is not loaded or runs in this process."""
-        with self._lock:
-            found = [m.built.replicas for k, m in self._models.items()
-                     if k[1] == name and k[2] == version and m.built.replicas is not None]
-        return [load for replicas in found for load in replicas()] if found else None
 
     def batcher(self, kind: str, resolved: Resolved) -> Batcher | None:
         with self._lock:

@@ -38,14 +38,16 @@ class ModelService(models_pb2_grpc.ModelServiceServicer):
     def info(self, m: Resolved, detail: bool = False) -> models_pb2.ModelInfo:
         """What ListModels says of a model; with `detail` (GetModel) also its labels, weight
         files and (fine-tuned) confusion matrix."""
+        builds = self.manager.builds_of(m.name, m.version)
         info = models_pb2.ModelInfo(name=m.name, version=m.version, task=TASKS.get(m.task, 0),
-                                    loaded=self.manager.is_loaded(m.name, m.version))
-        report = self.manager.runtime_report(m.name, m.version)
-        if report is not None:
+                                    loaded=bool(builds))
+        report = next((b.runtime for b in builds if b.runtime is not None), None)
+        if report is not None:  # an image model: which runtime runs it, and why
             info.runtime, info.runtime_reason = report.runtime, report.reason
             info.runtime_report_json = json.dumps(report.to_dict(), sort_keys=True)
-        loads = self.manager.replica_loads(m.name, m.version)
-        if loads is not None:  # served by replicas on a Ray cluster
+        replicated = [b.replicas for b in builds if b.replicas is not None]
+        if replicated:  # served by replicas on a Ray cluster
+            loads = [load for replicas in replicated for load in replicas()]
             info.replicas = len(loads)
             info.replica_loads.extend(
                 models_pb2.ReplicaLoad(replica=r.replica, node=r.node, requests=r.requests,
