@@ -278,8 +278,10 @@ def test_a_job_survives_the_loss_of_its_node(cluster, digits, tmp_path):
                                                                     finetune_pb2.IMAGE_ZIP)))
         job = stubs.finetune.CreateJob(finetune_pb2.CreateJobRequest(
             base=spec(), dataset_id=dataset.dataset_id, output_name="survivor",
+            # Augmented: every epoch runs the base (~0.5 s), so the job is still training when
+            # its node is killed (60 epochs on cached features can end within seconds).
             hyperparameters=finetune_pb2.HyperParameters(epochs=EPOCHS, image_size=32,
-                                                         patience=0, fit_head=False)))
+                                                         patience=0, augment=True)))
         node2 = cluster.node_ids("trainer")
         wait_for(lambda: stubs.finetune.GetJob(finetune_pb2.GetJobRequest(job_id=job.id))
                  .epoch >= 2, timeout=240, every=0.2)
