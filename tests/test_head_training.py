@@ -7,9 +7,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from zoo.finetuning import trainer  # noqa: E402
 from zoo.finetuning.head import fit_on_arrays  # noqa: E402
 from zoo.finetuning.image import head_block  # noqa: E402
-from zoo.finetuning.trainer import compile_classifier  # noqa: E402
+from zoo.finetuning.trainer import classifier_logs, compile_classifier  # noqa: E402
 
 CLASSES, DIM = 4, 16
 
@@ -91,3 +92,19 @@ def test_a_callback_can_stop_training() -> None:
     history = fit_on_arrays(_head(), x, y, validation_data=(x[:16], y[:16]), epochs=10,
                             batch_size=16, callbacks=[StopAfterTwo()])
     assert len(history["loss"]) == 2
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_a_fitted_heads_logs_are_what_evaluate_reports(smoothing: float, monkeypatch) -> None:
+    """The fitted head's history entry comes from eager calls, not evaluate: the same
+    loss (sample-weighted) and metrics (not weighted), whatever rows a call reads."""
+    x, y, _ = _data(300, 5)
+    weights = np.random.default_rng(6).uniform(0.2, 3.0, len(x)).astype("float32")
+    head = _head()
+    compile_classifier(head, 1e-2, smoothing, CLASSES)
+    for sample_weight in (None, weights):
+        expected = head.evaluate(x, y, sample_weight=sample_weight, verbose=0, return_dict=True)
+        for rows in (8192, 64):
+            monkeypatch.setattr(trainer, "EAGER_ROWS", rows)
+            logs = classifier_logs(head, x, y, sample_weight, smoothing)
+            assert logs == pytest.approx({k: float(v) for k, v in expected.items()}, abs=1e-5)

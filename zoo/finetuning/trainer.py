@@ -109,18 +109,48 @@ def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype="float32")[labels]
 
 
+EAGER_ROWS = 8192  # rows per eager call of classifier_logs
+
+
+def classifier_loss(label_smoothing: float) -> Any:
+    import keras
+
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+
+def classifier_metrics(num_classes: int) -> list[Any]:
+    """The metrics every phase reports (history, events, model card), fresh objects."""
+    import keras
+
+    return [keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top_k_accuracy")]
+
+
 def compile_classifier(model: Any, learning_rate: float, label_smoothing: float,
                        num_classes: int) -> None:
     import keras
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=[
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top_k_accuracy"),
-        ],
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=classifier_loss(label_smoothing), metrics=classifier_metrics(num_classes))
+
+
+def classifier_logs(model: Any, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                    label_smoothing: float) -> dict[str, float]:
+    """What `model.evaluate(x, y, sample_weight=...)` reports for a compiled classifier
+    (the weighted loss and the unweighted classifier_metrics), from eager calls on all
+    of `x`: evaluate traces a test function first, a fifth of a second of a fitted head's
+    phase 1 (bench/finetune.py), for rows a Dense layer reads thousands at a time."""
+    loss, metrics = classifier_loss(label_smoothing), classifier_metrics(y.shape[1])
+    loss_sum = 0.0
+    for start in range(0, len(x), EAGER_ROWS):
+        rows = slice(start, start + EAGER_ROWS)
+        weights = None if sample_weight is None else sample_weight[rows]
+        probabilities = model(x[rows], training=False)
+        # the loss is a mean over the rows of weight x loss, as evaluate reduces it
+        loss_sum += float(loss(y[rows], probabilities, sample_weight=weights)) * len(y[rows])
+        for metric in metrics:  # unweighted: compile's `metrics`, not `weighted_metrics`
+            metric.update_state(y[rows], probabilities)
+    return {"loss": loss_sum / len(x), **{m.name: float(m.result()) for m in metrics}}
 
 
 def _callback_classes() -> tuple[type, type, type, type, type]:
@@ -367,10 +397,10 @@ class Trainer:
                        seed=self.hp.seed)
         head.get_layer("predictions").set_weights(
             [w.astype("float32") for w in fit.weights()])
-        logs = {k: float(v) for k, v in head.evaluate(
-            x_train, y_train, sample_weight=sample_weight, verbose=0, return_dict=True).items()}
-        logs.update({f"val_{k}": float(v) for k, v in head.evaluate(
-            x_val, y_val, verbose=0, return_dict=True).items()})
+        smoothing = self.hp.label_smoothing
+        logs = classifier_logs(head, x_train, y_train, sample_weight, smoothing)
+        logs.update({f"val_{k}": v for k, v in
+                     classifier_logs(head, x_val, y_val, None, smoothing).items()})
         bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
         if bad:
             raise NonFiniteError(f"phase 1: the fitted head's {', '.join(bad)} is not finite; "
