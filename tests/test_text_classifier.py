@@ -143,6 +143,28 @@ def test_end_to_end_model_matches_the_head_on_embeddings_before_training() -> No
     assert all(layer.trainable for layer in encoder.backbone.layers)  # the encoder's untouched
 
 
+def test_a_run_stopped_after_its_head_was_fitted_resumes_without_refitting(
+        tmp_path: Path) -> None:
+    """Stopped between the fitted head's checkpoint and phase 2: the resumed run starts
+    phase 2 from that head, with one phase-1 entry in its history, not two."""
+    out = tmp_path / "stopped-after-head"
+    settings = {"epochs": 1, "batch_size": 8, "fine_tune_layers": 1, "patience": 0}
+    events: list[dict] = []
+    with pytest.raises(InterruptedError):
+        zoo.finetune("minilm_l6_v2", SENTIMENT, out, on_event=events.append,
+                     should_stop=lambda: any(e["event"] == "head" for e in events), **settings)
+    phase1_loss = next(e for e in events if e["event"] == "head")["val_loss"]
+
+    events.clear()
+    result = zoo.finetune("minilm_l6_v2", SENTIMENT, out, on_event=events.append, resume=True,
+                          **settings)
+    assert "head" not in [e["event"] for e in events]
+    assert [(e["phase"], e.get("resumed_from_epoch")) for e in events
+            if e["event"] == "phase"] == [(1, 1), (2, 0)]
+    assert len(result.history["val_loss"]) == 2  # the fitted head's entry, phase 2's epoch
+    assert result.history["val_loss"][0] == pytest.approx(phase1_loss, abs=1e-4)
+
+
 def test_fine_tune_layers_trains_the_top_of_minilm_end_to_end_and_resumes(tmp_path: Path) -> None:
     import keras
     import numpy as np

@@ -368,6 +368,11 @@ class Trainer:
         sample_weight = (None if weights is None else
                          np.array([weights[int(y)] for y in labels], dtype="float32"))
         if self.hp.fit_head:
+            if start >= self.hp.epochs and "head_fit" in self.state:
+                # Fitted and checkpointed before the run stopped: `head` is that checkpoint,
+                # and refitting would only repeat the fit and its history entry.
+                self.phase1_val_loss = self.state["history"]["val_loss"][-1]
+                return head
             return self._fit_to_optimum(head, x_train, y_train, x_val, y_val, sample_weight)
         from zoo.finetuning.head import fit_on_arrays
 
