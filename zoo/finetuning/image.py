@@ -243,8 +243,6 @@ def _train(trainer: Trainer, dataset: ImageDataset, size: tuple[int, int],
                           "shape": list(f_train.shape), "runtime": how})
             if start:
                 head = trainer.load_checkpoint(1)
-            else:
-                compile_classifier(head, hp.learning_rate, hp.label_smoothing, n)
             head = trainer.fit_head(head, f_train, y_train, f_val, y_val, weights, start)
             model = assemble(spec, size, base, head, False, hp.seed)
         else:

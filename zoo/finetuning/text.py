@@ -174,7 +174,6 @@ def finetune_texts(spec: ModelSpec, data: str | Path, out: str | Path, hp: Hyper
             head = trainer.load_checkpoint(1)
         else:
             head = text_head(encoder.dim, n, hp.dropout)
-            compile_classifier(head, hp.learning_rate, hp.label_smoothing, n)
         head = trainer.fit_head(head, x_train, y_train, x_val, y_val, weights, start)
         trainer.stop_if_asked()
         if hp.phase2:

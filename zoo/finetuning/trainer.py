@@ -363,7 +363,9 @@ class Trainer:
         convex problem it is (zoo.finetuning.head_fit: L-BFGS, L2 chosen on validation), so
         no epoch budget decides whether a small data set converges. With fit_head off, it
         trains epoch by epoch: one compiled loop an epoch (zoo.finetuning.head), or
-        `model.fit` when the caller passed callbacks of their own (they may want batches)."""
+        `model.fit` when the caller passed callbacks of their own (they may want batches).
+        Only then is the head compiled: a fitted head's checkpoint carries no optimizer,
+        which it never had (an unbuilt one warned on every load)."""
         labels = y_train.argmax(axis=1)
         sample_weight = (None if weights is None else
                          np.array([weights[int(y)] for y in labels], dtype="float32"))
@@ -376,6 +378,9 @@ class Trainer:
             return self._fit_to_optimum(head, x_train, y_train, x_val, y_val, sample_weight)
         from zoo.finetuning.head import fit_on_arrays
 
+        if not head.compiled:  # a new head; a resumed one keeps its optimizer's state
+            compile_classifier(head, self.hp.learning_rate, self.hp.label_smoothing,
+                               y_train.shape[1])
         callbacks = self.callbacks(1, self.hp.epochs, steps=False)
         if self.run.callbacks:
             head.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=self.hp.epochs,
