@@ -20,7 +20,7 @@ fixed costs dominate both sides and the ratio says little about fine-tuning.
 
     .venv/bin/python bench/finetune.py [--model mobilenet_v2] [--image-size 160]
         [--epochs 10] [--per-class 80] [--learning-rate 0.001] [--pretrain-size 48]
-        [--pretrain-final-epochs 4] [--weights-cache DIR] [--random-weights]
+        [--pretrain-final-epochs 4] [--weights-cache DIR] [--repeats 3] [--random-weights]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +48,8 @@ from tests.keras_weights import (  # noqa: E402
 
 def keras_guide_baseline(model_name: str, data: Path, size: int, epochs: int, batch: int,
                          lr: float, seed: int) -> tuple[float, float, float]:
-    """The Keras guide's phase 1, by hand; returns (total s, training s, val accuracy)."""
+    """The Keras guide's phase 1, by hand; returns (training s, total s, val accuracy), the
+    training being its phase 1."""
     import keras
 
     import zoo
@@ -71,7 +74,7 @@ def keras_guide_baseline(model_name: str, data: Path, size: int, epochs: int, ba
     fit_started = time.perf_counter()
     history = model.fit(train, validation_data=val, epochs=epochs, verbose=0)
     done = time.perf_counter()
-    return done - started, done - fit_started, float(history.history["val_accuracy"][-1])
+    return done - fit_started, done - started, float(history.history["val_accuracy"][-1])
 
 
 def pretrained(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -115,6 +118,8 @@ def main() -> None:
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "zoo-bench" / "pretrained",
                         help="keeps the pretrained weights between runs (they take minutes)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternating runs of each side; ratios are medians over them")
     parser.add_argument("--random-weights", action="store_true",
                         help="skip the digit pretraining (speed only; accuracies then mean little)")
     args = parser.parse_args()
@@ -139,27 +144,46 @@ def main() -> None:
     common = dict(epochs=args.epochs, batch_size=32, learning_rate=args.learning_rate, seed=0)
     zoo.fetch_weights(args.model, include_top=False)  # neither side pays for the copy
 
-    base_total, base_train, base_acc = keras_guide_baseline(
-        args.model, data, args.image_size, common["epochs"], 32, args.learning_rate, 0)
-    zoo_runs = {name: zoo_phase_one(args, data, work / name, common, fit_head=fit)
-                for name, fit in (("fitted", True), ("epochs", False))}
+    # Alternating repeats, each ratio within its own repeat, and the median of those: on a
+    # shared 2-core machine one run of either side varies by 10-20%.
+    runs: list[dict[str, tuple[float, float, float]]] = []
+    for repeat in range(args.repeats):
+        run = {"recipe": keras_guide_baseline(args.model, data, args.image_size,
+                                              common["epochs"], 32, args.learning_rate, 0)}
+        for name, fit in (("fitted", True), ("epochs", False)):
+            run[name] = zoo_phase_one(args, data, work / f"{name}-{repeat}", common,
+                                      fit_head=fit)
+        runs.append(run)
+        print(f"repeat {repeat + 1}: phase 1 recipe {run['recipe'][0]:.1f} s, zoo defaults "
+              f"{run['fitted'][0]:.1f} s, zoo --no-fit-head {run['epochs'][0]:.1f} s",
+              flush=True)
+
+    def median(values: list[float]) -> float:
+        return float(np.median(values))
+
     print(f"{args.model} at {args.image_size} px, {args.epochs} epochs, "
           f"{10 * args.per_class} digit images (80/20 split), "
           + ("random base weights" if args.random_weights
              else f"base weights pretrained on other digits at {args.pretrain_size} px"
              + (f", then at {args.image_size} px" if args.pretrain_size != args.image_size
-                else "")))
+                else ""))
+          + f"; medians of {args.repeats} alternating repeats")
     print(f"{'':52}{'phase 1':>9}{'whole run':>11}  val accuracy")
-    rows = [("keras-guide recipe (model.fit on images)", base_train, base_total, base_acc),
-            ("zoo defaults (features cached, head fitted)", *zoo_runs["fitted"]),
-            (f"zoo --no-fit-head ({args.epochs} epochs on cached features)", *zoo_runs["epochs"])]
-    for label, train, total, acc in rows:
-        print(f"{label:52}{train:8.1f}s{total:10.1f}s  {acc:.4f}")
+    labels = {"recipe": "keras-guide recipe (model.fit on images)",
+              "fitted": "zoo defaults (features cached, head fitted)",
+              "epochs": f"zoo --no-fit-head ({args.epochs} epochs on cached features)"}
+    for name, label in labels.items():  # each run: (phase 1 s, whole run s, val accuracy)
+        phase, whole = (median([r[name][i] for r in runs]) for i in (0, 1))
+        acc = runs[-1][name][2]  # the same seed and data every repeat
+        print(f"{label:52}{phase:8.1f}s{whole:10.1f}s  {acc:.4f}")
     for name, label in (("fitted", "defaults"), ("epochs", "--no-fit-head")):
-        train, total, acc = zoo_runs[name]
-        print(f"zoo {label}: phase-1 speed-up {base_train / train:.1f}x (goal >= 10x), "
-              f"whole run {base_total / total:.1f}x (zoo's includes metrics, plots, model card, "
-              f"save); accuracy {100 * (acc - base_acc):+.1f} points against the recipe")
+        phase_ratios = [r["recipe"][0] / r[name][0] for r in runs]
+        whole_ratios = [r["recipe"][1] / r[name][1] for r in runs]
+        acc = runs[-1][name][2] - runs[-1]["recipe"][2]
+        print(f"zoo {label}: phase-1 speed-up {median(phase_ratios):.1f}x (goal >= 10x; "
+              f"repeats {', '.join(f'{x:.1f}x' for x in phase_ratios)}), whole run "
+              f"{median(whole_ratios):.1f}x (zoo's includes metrics, plots, model card, "
+              f"save); accuracy {100 * acc:+.1f} points against the recipe")
 
 
 def zoo_phase_one(args: argparse.Namespace, data: Path, out: Path, common: dict,
