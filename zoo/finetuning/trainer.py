@@ -136,10 +136,11 @@ def compile_classifier(model: Any, learning_rate: float, label_smoothing: float,
 
 def classifier_logs(model: Any, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
                     label_smoothing: float) -> dict[str, float]:
-    """What `model.evaluate(x, y, sample_weight=...)` reports for a compiled classifier
-    (the weighted loss and the unweighted classifier_metrics), from eager calls on all
-    of `x`: evaluate traces a test function first, a fifth of a second of a fitted head's
-    phase 1 (bench/finetune.py), for rows a Dense layer reads thousands at a time."""
+    """What `model.evaluate(x, y, sample_weight=...)` reports for a classifier compiled by
+    compile_classifier (the weighted loss and the unweighted classifier_metrics), from
+    eager calls on all of `x`, and for `model` compiled or not (a fitted head is not):
+    evaluate traces a test function first, a fifth of a second of a fitted head's phase 1
+    (bench/finetune.py), for rows a Dense layer reads thousands at a time."""
     loss, metrics = classifier_loss(label_smoothing), classifier_metrics(y.shape[1])
     loss_sum = 0.0
     for start in range(0, len(x), EAGER_ROWS):
